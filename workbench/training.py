@@ -1,0 +1,281 @@
+"""One readable training loop: ``fit(model, train, val, epochs=...) -> History``.
+
+Per batch: forward, loss, backward, clip, optimiser step, record. Same seed, same curve on a
+CPU. A non-finite loss stops the run and restores the last finite weights; an interrupt
+(``KeyboardInterrupt``, the notebook's stop button) or a set ``stop`` event returns the
+History so far with the model as it was after the last completed step, and passing that
+History back to ``fit`` continues the run exactly where it stopped.
+
+Example:
+    >>> from workbench import build_model, data
+    >>> train, val = data.split(data.shapes(8, classes=3), 0.25)
+    >>> history = fit(build_model(nc=3), train, val, epochs=1, batch_size=8, progress=False)
+    >>> history.status, len(history.loss)
+    ('completed', 3)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .metrics import evaluate
+from .optim import make_optimizer
+
+DEFAULT_CLIP = 10.0  # max gradient L2 norm, as YOLO's trainers
+
+
+@dataclass
+class History:
+    """What a run did: per-step loss, learning rate and momentum per group, gradient norm; per-epoch validation.
+
+    ``status`` is ``"completed"``, ``"interrupted"`` (stopped by the user) or ``"non_finite"``
+    (the loss blew up; ``events`` says at which step).
+    """
+
+    loss: list[float] = field(default_factory=list)
+    epoch: list[int] = field(default_factory=list)
+    lr: dict[str, list[float]] = field(default_factory=dict)
+    momentum: dict[str, list[float]] = field(default_factory=dict)
+    grad_norm: list[float] = field(default_factory=list)
+    val: dict[str, list[float]] = field(default_factory=dict)
+    events: list[tuple[int, str]] = field(default_factory=list)
+    status: str = "new"
+    seconds: float = 0.0
+    device: str = ""
+    epochs_done: int = 0
+    steps_in_epoch: int = 0
+    _resume: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def step(self) -> int:
+        """Number of optimiser steps taken so far."""
+        return len(self.loss)
+
+    def record_step(self, loss: float, epoch: int, grad_norm: float, optimizer: torch.optim.Optimizer) -> None:
+        self.loss.append(loss)
+        self.epoch.append(epoch)
+        self.grad_norm.append(grad_norm)
+        for k, group in enumerate(optimizer.param_groups):
+            name = group.get("name", str(k))
+            self.lr.setdefault(name, []).append(group["lr"])
+            self.momentum.setdefault(name, []).append(group.get("momentum", group.get("betas", (0.0,))[0]))
+
+    def record_epoch(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            self.val.setdefault(key, []).append(value)
+
+    def __repr__(self) -> str:
+        last = f", last loss {self.loss[-1]:.4f}" if self.loss else ""
+        val = ", ".join(f"val {k} {v[-1]:.4f}" for k, v in self.val.items() if v)
+        return f"History({self.status}: {self.step} steps, {self.epochs_done} epochs{last}{', ' + val if val else ''})"
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``: CUDA if available, then Apple MPS, then the CPU."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Batches:
+    """Mini-batches of an in-memory data set; the order is a pure function of ``(seed, epoch)``."""
+
+    def __init__(self, data, batch_size: int, shuffle: bool = True, seed: int = 0):
+        if not hasattr(data, "x") or not hasattr(data, "y"):
+            raise TypeError("Batches needs a data set with x and y tensors (an ImageSet)")
+        if len(data) == 0:
+            raise ValueError("the data set is empty: generate at least one image per class")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.data)
+        order = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+                 if self.shuffle else torch.arange(n))
+        for start in range(0, n, self.batch_size):
+            rows = order[start:start + self.batch_size]
+            yield self.data.x[rows], self.data.y[rows]
+
+    def __iter__(self):
+        return iter(self.epoch(0))
+
+
+def _as_batches(data, batch_size: int, shuffle: bool, seed: int):
+    """An in-memory data set becomes seeded ``Batches``; a DataLoader (or any iterable of batches) is used as is."""
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return Batches(data, batch_size, shuffle, seed)
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        if len(data) == 0:
+            raise ValueError("the data set is empty")
+        g = torch.Generator().manual_seed(seed)
+        return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g)
+    return data
+
+
+def _epoch_batches(batches, epoch: int):
+    return batches.epoch(epoch) if isinstance(batches, Batches) else iter(batches)
+
+
+def check_inputs(model: nn.Module, data) -> None:
+    """Raise a ``ValueError`` naming the fix when images or labels cannot fit the model."""
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    x = getattr(data, "x", None)
+    if x is None or first_conv is None:
+        return
+    if x.ndim != 4:
+        raise ValueError(f"images must be (batch, channels, height, width); got shape {tuple(x.shape)}")
+    if x.shape[1] != first_conv.in_channels:
+        raise ValueError(f"images have {x.shape[1]} channels but the model's first conv expects "
+                         f"{first_conv.in_channels}: build the model with ch={x.shape[1]}, or make the "
+                         f"data with {first_conv.in_channels} channels (e.g. data.digits(channels="
+                         f"{first_conv.in_channels}))")
+    nc, y = getattr(model, "nc", None), getattr(data, "y", None)
+    if nc is not None and y is not None and len(y) and int(y.max()) >= nc:
+        raise ValueError(f"labels go up to {int(y.max())} but the model has nc={nc} classes: "
+                         f"build the model with nc={int(y.max()) + 1} (or more)")
+
+
+class _LastGood:
+    """A copy of the model's parameters and buffers after the last completed step, to roll back to."""
+
+    def __init__(self, model: nn.Module):
+        self.tensors = [t for t in model.state_dict(keep_vars=True).values() if t.is_floating_point()]
+        with torch.no_grad():
+            self.copies = [t.detach().clone() for t in self.tensors]
+
+    @torch.no_grad()
+    def save(self) -> None:
+        torch._foreach_copy_(self.copies, [t.detach() for t in self.tensors])
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        torch._foreach_copy_([t.detach() for t in self.tensors], self.copies)
+
+
+def fit(
+    model: nn.Module,
+    train,
+    val=None,
+    *,
+    epochs: int = 3,
+    batch_size: int = 64,
+    optimizer: str | torch.optim.Optimizer = "auto",
+    lr: float | None = None,
+    momentum: float = 0.937,
+    weight_decay: float = 5e-4,
+    loss_fn: Callable | None = None,
+    clip: float | None = DEFAULT_CLIP,
+    device: str | torch.device | None = "auto",
+    amp: bool | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    callback: Callable[[History], None] | None = None,
+    stop=None,
+    history: History | None = None,
+) -> History:
+    """Train ``model`` on ``train`` for ``epochs`` and return its :class:`History`.
+
+    Args:
+        model: any ``nn.Module`` (ours, torchvision, timm, your own).
+        train, val: an ``ImageSet`` (batched here, seeded order) or a DataLoader of ``(x, y)``.
+        epochs: total epochs; with ``history`` the run continues up to this count.
+        optimizer: ``"auto"`` (Ultralytics' rule: AdamW for short runs, SGD for long ones),
+            ``"sgd"``, ``"adamw"`` (see :func:`make_optimizer`), or your own torch optimiser.
+        lr, momentum, weight_decay: for a named optimiser (``lr=None``: its default).
+        loss_fn: ``loss_fn(outputs, targets)``; default cross-entropy.
+        clip: max gradient L2 norm (``None`` or 0: no clipping; the norm is still recorded).
+        device: ``"auto"`` picks CUDA, then MPS, then CPU. ``amp`` defaults to on for CUDA.
+        seed: the same seed gives the same data order and the same loss curve on a CPU.
+        progress: a tqdm progress bar per epoch.
+        callback: ``callback(history)`` after every step and every epoch (live views throttle themselves).
+        stop: anything with ``is_set()`` (a ``threading.Event``): checked between steps.
+        history: a History returned by an interrupted ``fit``: continue from its last step.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1 (got {epochs!r})")
+    check_inputs(model, train)
+    if val is not None:
+        check_inputs(model, val)
+    train_batches = _as_batches(train, batch_size, shuffle=True, seed=seed)
+    val_batches = _as_batches(val, batch_size, shuffle=False, seed=seed) if val is not None else None
+    dev = pick_device(device)
+    amp = (dev.type == "cuda") if amp is None else amp
+    history = history if history is not None else History()
+    resume = history._resume
+    torch.manual_seed(seed + history.step)
+    model.to(dev)
+    if "optimizer" in resume:
+        optimizer = resume["optimizer"]
+    elif isinstance(optimizer, str):
+        optimizer = make_optimizer(model, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                   iterations=epochs * len(train_batches), nc=getattr(model, "nc", 10))
+    scaler = resume.get("scaler") or torch.amp.GradScaler(dev.type, enabled=amp)
+    loss_fn = loss_fn or F.cross_entropy
+    params = list(model.parameters())  # clipping skips those without a gradient (frozen)
+    last_good = _LastGood(model)
+    history.device, history.status = str(dev), "running"
+    history._resume = {"optimizer": optimizer, "scaler": scaler}
+    started = time.perf_counter()
+    try:
+        for epoch in range(history.epochs_done, epochs):
+            model.train()
+            bar = tqdm(total=len(train_batches), disable=not progress, desc=f"epoch {epoch + 1}/{epochs}",
+                       initial=history.steps_in_epoch, leave=False)
+            for i, (x, y) in enumerate(_epoch_batches(train_batches, epoch)):
+                if i < history.steps_in_epoch:
+                    continue  # resuming: these batches were done before the interruption
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with torch.autocast(dev.type, enabled=amp):
+                    loss = loss_fn(model(x), y)
+                if not torch.isfinite(loss):
+                    bar.close()
+                    last_good.restore()
+                    history.events.append((history.step, f"non-finite loss {loss.item()} at step "
+                                                         f"{history.step}; weights restored"))
+                    history.status = "non_finite"
+                    return history
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+                scaler.step(optimizer)
+                scaler.update()
+                last_good.save()
+                history.steps_in_epoch = i + 1
+                history.record_step(loss.item(), epoch, grad_norm.item(), optimizer)
+                bar.set_postfix_str(f"loss {history.loss[-1]:.3f}", refresh=False)
+                bar.update()
+                if callback is not None:
+                    callback(history)
+            bar.close()
+            if val_batches is not None:
+                history.record_epoch(evaluate(model, _epoch_batches(val_batches, 0), dev))
+            history.epochs_done, history.steps_in_epoch = epoch + 1, 0
+            if callback is not None:
+                callback(history)
+        history.status = "completed"
+    except KeyboardInterrupt:
+        bar.close()
+        last_good.restore()
+        history.status = "interrupted"
+        history.events.append((history.step, f"interrupted after step {history.step}"))
+    finally:
+        history.seconds += time.perf_counter() - started
+    return history
