@@ -154,7 +154,7 @@ class _LastGood:
     """A copy of the model's parameters and buffers after the last completed step, to roll back to."""
 
     def __init__(self, model: nn.Module):
-        self.tensors = [t for t in model.state_dict(keep_vars=True).values() if t.is_floating_point()]
+        self.tensors = list(model.state_dict(keep_vars=True).values())
         with torch.no_grad():
             self.copies = [t.detach().clone() for t in self.tensors]
 
