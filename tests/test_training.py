@@ -144,3 +144,11 @@ def test_bad_epochs_and_images_of_the_wrong_rank():
 
 def test_history_repr_is_readable():
     assert "new" in repr(History())
+
+
+def test_a_last_batch_of_one_image_joins_the_previous_batch():
+    ds = data.shapes(3, classes=3)  # 9 images, batch 4 -> 4 + 5
+    sizes = [len(y) for _, y in Batches(ds, 4).epoch(0)]
+    assert sizes == [4, 5] and len(Batches(ds, 4)) == 2
+    history = fit(build_model(nc=3), ds, epochs=1, batch_size=4, progress=False)
+    assert history.status == "completed" and history.step == 2

@@ -21,7 +21,7 @@ def loss_curve(history: History, title: str = "Training loss") -> go.Figure:
     if accuracy:
         ends = _epoch_end_steps(history)[: len(accuracy)]
         fig.add_trace(go.Scatter(x=ends, y=accuracy, mode="lines+markers", name="val accuracy", yaxis="y2"))
-        fig.update_layout(yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1]))
+        fig.update_layout(yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1.05], dtick=0.2))
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=320,
                       margin=dict(l=50, r=50, t=40, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
