@@ -3,7 +3,17 @@
 Run with:  pytest tests/browser     (needs /usr/bin/chromium and the `playwright` package)
 Set WB_REQUIRE_BROWSER=1 (CI does) to fail instead of skip when Chromium is missing.
 """
-import json, os, secrets, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,7 +40,8 @@ def lab_server():
     state = Path(tempfile.mkdtemp(prefix="wb-lab-"))
     settings = state / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    news = {"fetchNews": "false", "checkForUpdates": False}
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps(news))
     port, token = _free_port(), secrets.token_hex(16)
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
            f"--ServerApp.token={token}", f"--ServerApp.root_dir={REPO}",
@@ -56,7 +67,8 @@ def lab_server():
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill(); proc.wait()
+            proc.kill()
+            proc.wait()
         log.close()
         shutil.rmtree(state, ignore_errors=True)
 
