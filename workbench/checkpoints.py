@@ -1,0 +1,349 @@
+"""Safe checkpoints: save and load state_dicts without ever running code from a file.
+
+``.safetensors`` is preferred: a JSON header and raw tensor bytes, nothing to execute, and a
+string-to-string metadata block that holds the recipe, class names and accuracy. ``.pt`` files
+are read only through ``torch.load(weights_only=True)``. A pickle that needs code to load (an
+Ultralytics ``.pt`` stores whole modules) is refused with the way out, and
+:func:`inspect_checkpoint` lists what such a pickle references by reading its opcodes, never
+by unpickling it. The format is recognised from the file's first bytes, not its name.
+
+Example:
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/w.safetensors"
+    >>> _ = save_weights(torch.nn.Linear(2, 1), path, metadata={"classes": ["cat"]})
+    >>> sorted(load_weights(path)), read_metadata(path)["classes"]
+    (['bias', 'weight'], ['cat'])
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import pickletools
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .models import build_model
+
+FORMATS = ("safetensors", "torch-zip", "pickle")
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "ema")  # where checkpoints nest their weights
+PRETRAINED = {"shapes_n": "shapes_n.safetensors"}  # shipped in workbench/weights/
+_ZIP_MAGIC, _PICKLE_PROTO = b"PK\x03\x04", 0x80
+_ORDER_KEY = "__state_dict_order__"  # safetensors sorts its entries; the state_dict order is kept here
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely: truncated, corrupt, or in need of code to run."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint holds, read without executing it.
+
+    ``globals`` are the ``module.name`` references a pickle makes (empty for safetensors);
+    ``needs_code`` are those outside ``torch.load(weights_only=True)``'s allow-list: loading them
+    would import and run code named by the file.
+    """
+
+    path: str
+    format: str
+    globals: tuple[str, ...] = ()
+    needs_code: tuple[str, ...] = ()
+    tensors: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def safe(self) -> bool:
+        return not self.needs_code
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: {self.format}, " + ("safe to load" if self.safe else "needs code to load")]
+        if self.tensors is not None:
+            lines.append(f"  tensors: {self.tensors}")
+        lines += [f"  references {g}" + ("   <- not allowed by weights_only" if g in self.needs_code else "")
+                  for g in self.globals]
+        lines += [f"  metadata {k}: {v}" for k, v in self.metadata.items()]
+        return "\n".join(lines)
+
+
+def _state_dict(source: nn.Module | dict) -> dict[str, torch.Tensor]:
+    if isinstance(source, nn.Module):
+        return source.state_dict()
+    if isinstance(source, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in source.items()):
+        return source
+    raise ValueError("save_weights needs an nn.Module or a state_dict (a dict of str -> Tensor); "
+                     f"got {type(source).__name__}")
+
+
+def save_weights(source: nn.Module | dict, path: str | Path, *, metadata: dict | None = None,
+                 dtype: torch.dtype | None = None) -> Path:
+    """Save a model's (or a state_dict's) tensors; ``.safetensors`` unless the name ends in ``.pt``/``.pth``.
+
+    Args:
+        source: an ``nn.Module`` or a state_dict.
+        path: the file to write.
+        metadata: JSON-serialisable values (recipe, class names, accuracy), kept in the file.
+        dtype: cast floating tensors (e.g. ``torch.float16`` halves the file); integer buffers stay.
+
+    Example:
+        >>> import tempfile
+        >>> save_weights(nn.Linear(2, 1), tempfile.mkdtemp() + "/w.safetensors").suffix
+        '.safetensors'
+    """
+    path = Path(path)
+    tensors = {}
+    seen = set()
+    for name, tensor in _state_dict(source).items():
+        tensor = tensor.detach().cpu()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        if tensor.data_ptr() in seen and tensor.numel():
+            tensor = tensor.clone()  # safetensors stores every tensor on its own: untie shared ones
+        seen.add(tensor.data_ptr())
+        tensors[name] = tensor.contiguous()
+    metadata = {str(k): json.dumps(v) for k, v in (metadata or {}).items()}
+    if path.suffix in (".pt", ".pth"):
+        torch.save({"state_dict": tensors, "metadata": metadata}, path)
+    else:
+        save_file(tensors, str(path), metadata={**metadata, _ORDER_KEY: json.dumps(list(tensors))})
+    return path
+
+
+def _natural(key: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in key.split(".")]
+
+
+def _in_saved_order(tensors: dict, metadata: dict | None) -> dict:
+    """Entries in the order they were saved (files from other tools: natural order, ``layers.2`` before ``.10``)."""
+    try:
+        order = json.loads((metadata or {})[_ORDER_KEY])
+    except (KeyError, ValueError):
+        order = []
+    if sorted(order) != sorted(tensors):
+        order = sorted(tensors, key=_natural)
+    return {k: tensors[k] for k in order}
+
+
+def _sniff(path: Path) -> str:
+    """The checkpoint format from its first bytes (``FileNotFoundError`` if there is no file)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(_ZIP_MAGIC):
+        return "torch-zip"
+    if head[:1] and head[0] == _PICKLE_PROTO:
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise CheckpointError(f"{path} is not a checkpoint this workbench reads (safetensors, or a torch .pt): "
+                          f"it starts with {head!r}; the file may be empty, truncated or of another kind")
+
+
+def _decode(metadata: dict | None) -> dict:
+    out = {}
+    for key, value in (metadata or {}).items():
+        if key == _ORDER_KEY:
+            continue
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError):
+            out[key] = value  # written by another tool: keep the raw string
+    return out
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside a loaded ``.pt`` object (plain, or nested under a usual key)."""
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    if isinstance(obj, dict):
+        for key in STATE_DICT_KEYS:
+            if isinstance(obj.get(key), dict):
+                return _unwrap(obj[key], path)
+    keys = f" with keys {list(obj)[:8]}" if isinstance(obj, dict) else ""
+    raise CheckpointError(f"{path} loaded, but holds no state_dict (a dict of name -> tensor); "
+                          f"found {type(obj).__name__}{keys}")
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state_dict from ``.safetensors`` or a ``.pt`` that needs no code (``weights_only=True``).
+
+    Raises:
+        CheckpointError: (a ``ValueError``) the file is truncated or corrupt, holds no state_dict,
+            or is a pickle that would run code to load (the message says how to extract its weights).
+
+    Example:
+        >>> import tempfile
+        >>> path = save_weights({"w": torch.ones(2)}, tempfile.mkdtemp() + "/w.pt")
+        >>> load_weights(path)["w"].tolist()
+        [1.0, 1.0]
+    """
+    path = Path(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata()
+            return _in_saved_order(load_file(str(path)), metadata)
+        except Exception as err:  # safetensors raises its own error types for a bad header or short data
+            raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err}); "
+                                  "download or save it again") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        info = inspect_checkpoint(path)
+        if info.needs_code:
+            raise CheckpointError(_needs_code_message(path, info)) from None
+        raise CheckpointError(f"{path} could not be unpickled safely ({err})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path} is a truncated or corrupt torch checkpoint ({err}); "
+                              "download or save it again") from err
+    return _unwrap(obj, path)
+
+
+def _needs_code_message(path: Path, info: CheckpointInfo) -> str:
+    shown = ", ".join(info.needs_code[:6]) + (", ..." if len(info.needs_code) > 6 else "")
+    return (
+        f"{path} is a pickled checkpoint that needs code to load: it references {shown}. Unpickling it would "
+        "import those names and run whatever the file asks (a pickle can call any function), so the workbench "
+        "refuses. If you trust the file, extract its weights once, in a separate step, with the package that "
+        "wrote it installed (for Ultralytics: pip install ultralytics):\n"
+        "    ckpt = torch.load(path, map_location='cpu', weights_only=False)  # runs code: trusted files only\n"
+        "    model = (ckpt.get('ema') or ckpt['model']) if isinstance(ckpt, dict) else ckpt\n"
+        "    workbench.save_weights(model.float().state_dict(), 'weights.safetensors')\n"
+        "then load 'weights.safetensors'. workbench.inspect_checkpoint(path) lists what the file references."
+    )
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata saved with :func:`save_weights` (JSON values decoded), without loading the tensors.
+
+    Example:
+        >>> read_metadata(pretrained_path())["task"]
+        'classify'
+    """
+    path = Path(path)
+    if _sniff(path) == "safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return _decode(f.metadata())
+        except Exception as err:
+            raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err})") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} cannot be read safely ({err}); see workbench.inspect_checkpoint") from err
+    return _decode(obj.get("metadata")) if isinstance(obj, dict) else {}
+
+
+def _pickle_streams(path: Path, kind: str) -> list[bytes]:
+    """The pickle byte streams inside a file: ``*/data.pkl`` of a torch zip, or the file itself."""
+    if kind == "torch-zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith(".pkl")]
+                return [archive.read(n) for n in names]
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise CheckpointError(f"{path} is a truncated or corrupt torch zip checkpoint ({err})") from err
+    return [path.read_bytes()]
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """Every ``module.name`` that GLOBAL / STACK_GLOBAL opcodes would import, read without executing.
+
+    A stream may hold several pickles back to back (the legacy torch format does); reading stops
+    at the first byte that is not a pickle.
+    """
+    found, stream = [], io.BytesIO(data)
+    while stream.tell() < len(data):
+        strings, memo = [], {}
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in _STRING_OPS:
+                    strings.append(arg if isinstance(arg, str) else str(arg))
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE") and strings:
+                    memo[len(memo) if op.name == "MEMOIZE" else arg] = strings[-1]
+                elif op.name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
+                    strings.append(memo[arg])
+                elif op.name in ("GLOBAL", "INST"):
+                    found.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
+                if op.name == "STOP":
+                    break
+        except Exception:  # raw tensor bytes after the pickles, or a cut-off stream
+            break
+    return list(dict.fromkeys(found))
+
+
+def _allowed_globals() -> set[str]:
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except ImportError:  # older torch: the names a plain state_dict needs
+        allowed = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter"}
+    for obj in torch.serialization.get_safe_globals():
+        if not isinstance(obj, tuple):
+            allowed.add(f"{obj.__module__}.{obj.__qualname__}")
+    return allowed
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """What a checkpoint references and holds, found without executing anything in it.
+
+    For a pickle (``.pt``), the opcodes are read with :mod:`pickletools`; every global it would
+    import is listed, and those that ``torch.load(weights_only=True)`` does not allow are flagged.
+
+    Example:
+        >>> import tempfile
+        >>> path = save_weights({"w": torch.ones(2)}, tempfile.mkdtemp() + "/w.pt")
+        >>> inspect_checkpoint(path).safe
+        True
+    """
+    path = Path(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return CheckpointInfo(str(path), kind, tensors=len(list(f.keys())), metadata=_decode(f.metadata()))
+        except Exception as err:
+            raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err})") from err
+    names = list(dict.fromkeys(g for data in _pickle_streams(path, kind) for g in _pickle_globals(data)))
+    allowed = _allowed_globals()
+    return CheckpointInfo(str(path), kind, tuple(names), tuple(g for g in names if g not in allowed))
+
+
+def pretrained_path(name: str = "shapes_n") -> Path:
+    """The path of a weights file shipped inside the package."""
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained weights {name!r}; choose one of {sorted(PRETRAINED)}")
+    path = Path(str(resources.files("workbench") / "weights" / PRETRAINED[name]))
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; recreate it with `python -m workbench.pretrain`")
+    return path
+
+
+def pretrained(name: str = "shapes_n") -> nn.Module:
+    """The model the shipped weights belong to, with them loaded; ``model.pretrained_info`` holds the metadata.
+
+    ``pretrained_info`` has the recipe, the class names (``"classes"``), the seed, the source
+    validation accuracy and the torch version that produced the file (``python -m workbench.pretrain``).
+
+    Example:
+        >>> model = pretrained("shapes_n")
+        >>> model.pretrained_info["classes"][:3], model.nc
+        (['circle', 'square', 'triangle'], 10)
+    """
+    path = pretrained_path(name)
+    info = read_metadata(path)
+    model = build_model(info["scale"], info["task"], nc=len(info["classes"]), ch=info.get("ch", 3))
+    model.load_state_dict(load_weights(path))
+    model.pretrained_info = info
+    return model
