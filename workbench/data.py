@@ -48,7 +48,7 @@ class ImageSet(Dataset):
     def nc(self) -> int:
         return len(self.classes)
 
-    def subset(self, index) -> "ImageSet":
+    def subset(self, index) -> ImageSet:
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageSet(self.x[index], self.y[index], self.classes)
 
