@@ -152,3 +152,23 @@ def test_a_last_batch_of_one_image_joins_the_previous_batch():
     assert sizes == [4, 5] and len(Batches(ds, 4)) == 2
     history = fit(build_model(nc=3), ds, epochs=1, batch_size=4, progress=False)
     assert history.status == "completed" and history.step == 2
+
+
+def test_ctrl_c_stops_between_steps_and_keeps_the_completed_ones(small_shapes):
+    import os
+    import signal
+
+    train, _ = small_shapes
+    torch.manual_seed(0)
+    model = build_model(nc=3)
+    kept = {}
+
+    def press_ctrl_c_after_two(history):
+        if history.step == 2 and not kept:
+            kept.update({k: v.clone() for k, v in model.state_dict().items()})
+            os.kill(os.getpid(), signal.SIGINT)  # what the notebook's stop button sends to the kernel
+
+    history = fit(model, train, epochs=2, batch_size=12, progress=False, callback=press_ctrl_c_after_two)
+    assert history.status == "interrupted" and history.step == 2
+    assert all(torch.equal(v, kept[k]) for k, v in model.state_dict().items())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put the handler back
