@@ -1,0 +1,211 @@
+"""Plots are pure: a report or History in, a figure out whose data is exactly the numbers that went in."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyResNet
+from matplotlib.figure import Figure as MplFigure
+from torch import nn
+
+from workbench import History, YoloSchedule, bn_drift, build_model, fit, freeze, param_groups, plots, transfer
+from workbench.freezing import bn_snapshot, set_freeze_depth
+from workbench.monitor import snapshot, weight_drift
+from workbench.stability import signal_propagation
+
+
+def _tiles(fig):
+    return [t for t in fig.data if t.type == "bar"]
+
+
+# ------------------------------------------------------------------------------------------ transfer map
+def test_transfer_map_has_one_tile_per_ledger_row_coloured_by_status():
+    report = transfer(build_model(nc=10), build_model(nc=3), dry_run=True)
+    fig = plots.transfer_map(report)
+    tiles = _tiles(fig)
+    assert sum(len(t.x) for t in tiles) == len(report.rows)
+    assert {t.name for t in tiles} == {f"{s} ({n})" for s, n in report.counts.items()}
+    mismatch = next(t for t in tiles if t.name.startswith("shape_mismatch"))
+    assert set(mismatch.x) == {9}  # only the class layer of the head
+    assert any("(3, 1280)" in text and "(10, 1280)" in text for text in mismatch.hovertext)
+    for summary in report.by_layer():  # each column is as tall as the layer has entries, no tile overlaps
+        bases = sorted(b for t in tiles for x, b in zip(t.x, t.base) if x == summary.index)
+        assert bases == list(range(summary.items))
+    assert report.headline in fig.layout.title.text
+
+
+def test_transfer_map_on_a_foreign_model_with_unused_and_partial_entries():
+    source, target = TinyResNet(10), TinyResNet(3)
+    names = (list("abcdefghij"), list("cax"))
+    report = transfer(source, target, dry_run=True, class_names=names)
+    tiles = {t.name.split(" ")[0]: t for t in _tiles(plots.transfer_map(report))}
+    assert set(tiles) == {"transferred", "partial"}
+    assert len(tiles["partial"].x) == 2 and "2/3 class rows copied by name" in tiles["partial"].hovertext[0]
+    shifted = transfer({**source.state_dict(), "extra.weight": torch.ones(2)}, TinyResNet(3), dry_run=True)
+    unused = {t.name.split(" ")[0]: t for t in _tiles(plots.transfer_map(shifted))}["unused"]
+    assert unused.marker.pattern.shape == "/" and "not used" in unused.hovertext[0]
+
+
+# ------------------------------------------------------------------------------------------ freeze map
+def test_freeze_map_reads_requires_grad_and_the_bn_policy():
+    model = build_model(nc=3)
+    freeze(model, depth=4, bn="affine")
+    fig = plots.freeze_map(model)
+    by_state = {t.name: t for t in _tiles(fig)}
+    assert list(by_state["partly frozen"].x) == [0, 1, 2, 3]  # BatchNorm gamma/beta stay trainable
+    assert list(by_state["trainable"].x) == list(range(4, 10)) and len(by_state["frozen"].x) == 0
+    badges = fig.data[-1]
+    assert list(badges.x) == [0, 1, 2, 3] and set(badges.text) == {"affine"}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert f"trainable {trainable:,} of" in fig.layout.title.text
+
+
+def test_freeze_map_from_a_report_matches_the_model_and_works_on_foreign_models():
+    model = TinyResNet()
+    report = set_freeze_depth(model, 3, bn="eval")
+    from_model, from_report = plots.freeze_map(model), plots.freeze_map(report)
+    for a, b in zip(_tiles(from_model), _tiles(from_report)):
+        assert a.name == b.name and list(a.x) == list(b.x) and list(a.y) == list(b.y)
+    frozen = {t.name: list(t.x) for t in _tiles(from_model)}["frozen"]
+    assert frozen == [0, 1, 2]
+    sizes = [sum(p.numel() for p in m.parameters()) for m in model.children()]
+    assert list(_tiles(from_model)[0].y) == sizes[:3]
+    with pytest.raises(ValueError, match="model or a FreezeReport"):
+        plots.freeze_map("layers")
+
+
+# ------------------------------------------------------------------------------------------ LR curves
+def test_lr_curves_overlay_the_preview_on_what_training_applied(small_shapes):
+    train, val = small_shapes
+    torch.manual_seed(0)
+    model = build_model(nc=3)
+    schedule = YoloSchedule("ultralytics", warmup_epochs=1)
+    groups = param_groups(model, 0.01, lr_mult={"head": 10})
+    preview = schedule.preview(groups, nb=3, epochs=3)
+    history = fit(model, train, val, epochs=3, batch_size=12, progress=False, schedule=schedule,
+                  optimizer=torch.optim.SGD(groups, lr=0.01, momentum=0.9))
+    fig = plots.lr_curves(preview, history, at=4)
+    named = {(t.name, t.yaxis or "y"): t for t in fig.data}
+    for group in preview.lr:
+        drawn, recorded = named[(f"{group} (preview)", "y")], named[(f"{group} (recorded)", "y")]
+        np.testing.assert_allclose(drawn.y, preview.lr[group])
+        np.testing.assert_allclose(recorded.y, history.lr[group])
+        np.testing.assert_allclose(recorded.y, drawn.y, rtol=1e-12)  # what was applied is what was predicted
+        np.testing.assert_allclose(named[(f"{group} (recorded)", "y2")].y, history.momentum[group])
+    assert fig.layout.shapes[0].x1 == preview.warmup and fig.layout.shapes[-1].x0 == 4
+    with pytest.raises(ValueError, match="preview"):
+        plots.lr_curves()
+
+
+# ------------------------------------------------------------------------------------------ gradients
+def _run_with_frozen_stem(small_shapes, **options):
+    train, _ = small_shapes
+    torch.manual_seed(0)
+    model = build_model(nc=3)
+    freeze(model, depth=2)
+    return fit(model, train, epochs=2, batch_size=12, progress=False, **options)
+
+
+def test_grad_heatmap_is_log10_of_the_recorded_norms_with_frozen_layers_blank(small_shapes):
+    history = _run_with_frozen_stem(small_shapes, clip=1.0)
+    fig = plots.grad_heatmap(history)
+    heat = fig.data[0]
+    norms = np.array(history.layer_grad_norms).T
+    assert list(heat.y) == history.layer_names and list(heat.x) == list(range(1, history.step + 1))
+    z = np.array(heat.z, dtype=float)
+    assert np.isnan(z[:2]).all()  # layers 0 and 1 are frozen: no gradient
+    np.testing.assert_allclose(z[2:], np.log10(norms[2:]))
+    np.testing.assert_allclose(fig.data[1].y, history.grad_norm)
+    clipped = [c < 1 for c in history.clip_coef]
+    assert any(clipped) and len(fig.data[2].x) == sum(clipped)
+    assert fig.layout.shapes[0].y0 == 1.0 == plots.clip_value(history)
+    assert plots.grad_heatmap(history, clip=None).layout.shapes == ()
+
+
+def test_long_runs_are_binned_keeping_the_largest_norm():
+    rng = np.random.default_rng(0)
+    norms = rng.uniform(0.1, 10, (7, 2))
+    history = History(loss=[1.0] * 7, epoch=[0] * 7, layer_names=["a", "b"], layer_grad_norms=norms.tolist())
+    steps, z, names = plots.grad_matrix(history, max_columns=3)
+    bins = np.array_split(np.arange(7), 3)
+    assert steps == [int(b[-1]) + 1 for b in bins] and names == ["a", "b"]
+    np.testing.assert_allclose(np.array(z), np.log10(np.stack([norms[b].max(0) for b in bins])).T)
+
+
+def test_training_dashboard_shows_loss_lr_and_heatmap(small_shapes):
+    history = _run_with_frozen_stem(small_shapes)
+    fig = plots.training_dashboard(history)
+    assert [t.type for t in fig.data] == ["scatter"] * (1 + len(history.lr)) + ["heatmap"]
+    assert list(fig.data[0].y) == history.loss
+    assert np.array(fig.data[-1].z, dtype=float).shape == (len(history.layer_names), history.step)
+    empty = plots.training_dashboard(History())
+    assert len(empty.data[0].y) == 0
+
+
+# ------------------------------------------------------------------------------------------ drift
+def test_drift_bars_show_weight_drift_per_run(small_shapes):
+    train, _ = small_shapes
+    runs = {}
+    for name, depth in (("full", 0), ("frozen", 9)):
+        torch.manual_seed(0)
+        model = build_model(nc=3)
+        start = snapshot(model)
+        if depth:
+            freeze(model, depth=depth)
+        fit(model, train, epochs=1, batch_size=12, progress=False)
+        runs[name] = weight_drift(model, start)
+    fig = plots.drift_bars(runs)
+    assert [t.name for t in fig.data] == ["full", "frozen"]
+    frozen = dict(zip(fig.data[1].x, fig.data[1].y))
+    assert frozen == runs["frozen"] and all(frozen[f"layers.{i}"] == 0 for i in range(9))
+    assert fig.data[0].y[0] > 0
+    single = plots.drift_bars(runs["full"])
+    assert list(single.data[0].y) == list(runs["full"].values())
+    with pytest.raises(ValueError, match="mixes"):
+        plots.drift_bars({"a": {"x": 1.0}, "b": 2.0})
+
+
+def test_bn_drift_bars_plot_mean_shift_and_variance_change():
+    model = TinyResNet()
+    start = bn_snapshot(model)
+    model.train()(torch.randn(8, 3, 16, 16) + 2)
+    drift = bn_drift(model, start)
+    fig = plots.bn_drift_bars({"train mode": drift})
+    assert list(fig.data[0].x) == [r.name for r in drift]
+    assert list(fig.data[0].y) == [r.mean_shift for r in drift] and list(fig.data[1].y) == [r.var_change for r in drift]
+    assert fig.data[1].yaxis == "y2"
+
+
+# ------------------------------------------------------------------------------------------ signal, runs
+def test_signal_plot_draws_every_scheme_with_and_without_batchnorm():
+    x = torch.randn(4, 3, 16, 16)
+    rows = signal_propagation(TinyResNet(), x, ("kaiming", "zero"))
+    fig = plots.signal_plot(rows)
+    assert isinstance(fig, MplFigure) and len(fig.axes) == 2
+    for ax, bn in zip(fig.axes, (True, False)):
+        assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == \
+            ["kaiming", "zero"]
+        kaiming = ax.get_lines()[0]
+        assert list(kaiming.get_ydata()) == [r.std for r in rows if r.batchnorm == bn and r.scheme == "kaiming"]
+    with pytest.raises(ValueError):
+        plots.signal_plot([])
+
+
+def test_compare_runs_overlays_loss_and_accuracy_with_smoothing():
+    a = History(loss=[4.0, 2.0, 0.0, 2.0], epoch=[0, 0, 1, 1], val={"accuracy": [0.5, 0.75]})
+    b = History(loss=[1.0, 1.0], epoch=[0, 0], val={"accuracy": [0.25]})
+    fig = plots.compare_runs({"pretrained": a, "scratch": b}, smooth=2)
+    assert [t.name for t in fig.data] == ["pretrained", "pretrained", "scratch", "scratch"]
+    assert list(fig.data[0].y) == [4.0, 3.0, 1.0, 1.0]  # trailing mean of 2
+    assert list(fig.data[1].y) == [0.5, 0.75] and fig.data[1].xaxis == "x2"
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    with pytest.raises(ValueError):
+        plots.compare_runs({})
+
+
+def test_figures_serialise_to_json():
+    model = nn.Sequential(nn.Linear(2, 2))
+    report = transfer(model, nn.Sequential(nn.Linear(2, 2)), dry_run=True)
+    for fig in (plots.transfer_map(report), plots.freeze_map(model), plots.training_dashboard(History())):
+        assert fig.to_json()
+    assert math.isclose(plots.clip_value(History(grad_norm=[20.0], clip_coef=[10.0 / (20.0 + 1e-6)])), 10.0)

@@ -1,0 +1,36 @@
+"""ipywidgets panels: controls call primitives and show their plots. Every control is an attribute.
+
+Each panel answers one question of a lesson; ``panel.state()`` saves its controls and seed as
+JSON, ``Panel.from_state(state, ...)`` rebuilds it, and ``hide=[...]`` hides controls.
+
+Example:
+    >>> from workbench import build_model
+    >>> panel = FreezeDepthPreview(build_model())
+    >>> panel.depth.value = 3
+    >>> panel.summary.value
+    'depth=3: layers 0-2 frozen (12,496 parameters), 7 layers trainable (1,438,602 parameters)'
+"""
+from .base import Panel, Throttle, refresh_figure
+from .compare import RUNS, ComparePanel, paired_runs, setup_run
+from .freeze import FreezeDepthPreview, FreezePanel, depth_summary, depth_table_html
+from .train import TrainPanel
+from .transfer import TransferPanel, parse_layer_map
+from .warmup import WarmupPanel
+
+__all__ = [
+    "RUNS",
+    "ComparePanel",
+    "FreezeDepthPreview",
+    "FreezePanel",
+    "Panel",
+    "Throttle",
+    "TrainPanel",
+    "TransferPanel",
+    "WarmupPanel",
+    "depth_summary",
+    "depth_table_html",
+    "paired_runs",
+    "parse_layer_map",
+    "refresh_figure",
+    "setup_run",
+]

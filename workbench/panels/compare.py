@@ -1,0 +1,181 @@
+"""Paired runs: pretrained against scratch, frozen and staged, on the same seed and the same data.
+
+:func:`setup_run` builds each run's starting model and ``fit`` options; :func:`paired_runs`
+trains them one after another (no widgets: a notebook or a test can call it directly);
+:class:`ComparePanel` does the same in the background and overlays the curves live.
+
+Example:
+    >>> from workbench import build_model
+    >>> model, options = setup_run("staged", build_model(nc=10), lambda nc: build_model(nc=nc), nc=3,
+    ...                            depth=9, unfreeze_at=2)
+    >>> options
+    {'freeze': {0: 9, 2: 0}}
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Iterable, Sequence
+
+import ipywidgets as widgets
+import torch
+from torch import nn
+
+from ..layers import numbered_layers
+from ..plots import compare_runs
+from ..training import History, fit
+from ..transfer import transfer
+from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
+from .transfer import default_build, default_source
+
+RUNS = ("pretrained", "scratch", "frozen", "staged")
+
+
+def setup_run(name: str, source, build: Callable[[int], nn.Module], nc: int, *, depth: int, unfreeze_at: int = 1,
+              seed: int = 0) -> tuple[nn.Module, dict]:
+    """One run's starting model (built under ``seed``, so every run starts alike) and its ``fit`` options.
+
+    ``pretrained``: the source's weights, everything trains. ``scratch``: fresh initialisation.
+    ``frozen``: pretrained with layers ``0..depth-1`` frozen throughout. ``staged``: frozen like
+    that until epoch ``unfreeze_at``, then everything trains.
+    """
+    if name not in RUNS:
+        raise ValueError(f"unknown run {name!r}; choose from {list(RUNS)}")
+    torch.manual_seed(seed)
+    model = build(nc)
+    if name != "scratch":
+        transfer(source, model)
+    options = {"frozen": {"freeze": {0: depth}}, "staged": {"freeze": {0: depth, unfreeze_at: 0}}}.get(name, {})
+    return model, options
+
+
+def paired_runs(train, val, *, source, build: Callable[[int], nn.Module], runs: Sequence[str] = RUNS[:3],
+                nc: int | None = None, depth: int, unfreeze_at: int = 1, epochs: int = 3, batch_size: int = 16,
+                seed: int = 0, callback: Callable[[str, History], None] | None = None, stop=None,
+                models: dict | None = None, histories: dict | None = None, **fit_options) -> dict[str, History]:
+    """Train every run in ``runs`` on the same data and seed; ``{run: History}`` (``models`` collects the models).
+
+    ``callback(run, history)`` after every step; a set ``stop`` ends the current run and skips the rest.
+    """
+    nc = nc if nc is not None else getattr(train, "nc", None)
+    if nc is None:
+        raise ValueError("pass nc=<number of classes>: the training data has no class list to count")
+    histories = {} if histories is None else histories
+    for name in runs:
+        if stop is not None and stop.is_set():
+            break
+        model, options = setup_run(name, source, build, nc, depth=depth, unfreeze_at=unfreeze_at, seed=seed)
+        if models is not None:
+            models[name] = model
+        histories[name] = History()
+        step = (lambda h, name=name: callback(name, h)) if callback is not None else None
+        fit(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed, progress=False, callback=step,
+            stop=stop, history=histories[name], **{**options, **fit_options})
+    return histories
+
+
+class ComparePanel(Panel, Worker):
+    """Pretrained vs scratch vs frozen (and staged) on the same seed and data, curves overlaid as they train.
+
+    ``source`` defaults to ``workbench.pretrained("shapes_n")``; pass a model or a state_dict
+    otherwise, and ``build`` (``nc -> model``) for a model the workbench did not define.
+
+    What to look for: the pretrained runs start lower and reach a higher accuracy in the first
+    epochs; the frozen run trains fewer parameters yet keeps up on small data; the staged run
+    jumps when it unfreezes.
+    """
+
+    CONTROLS = ("runs", "epochs", "batch_size", "depth", "unfreeze_at")
+    BUTTONS = ("run_button", "stop_button")
+
+    def __init__(self, train, val=None, *, source=None, build: Callable[[int], nn.Module] | None = None,
+                 nc: int | None = None, runs: Iterable[str] = RUNS[:3], epochs: int = 3, batch_size: int = 16,
+                 depth: int | None = None, unfreeze_at: int = 1, redraw_per_second: float = 2.0, seed: int = 0,
+                 hide: Iterable[str] = (), **fit_options):
+        self._init_worker()
+        self.source = default_source() if source is None else source
+        self.build = build or default_build(self.source)
+        self.train, self.val, self.nc, self.fit_options = train, val, nc, fit_options
+        self.redraw_per_second = redraw_per_second
+        self.histories: dict[str, History] = {}
+        self.models: dict[str, nn.Module] = {}
+        self.redraws = 0
+        n_layers = len(numbered_layers(self.build(nc or getattr(train, "nc", 2))))
+        self.runs = widgets.SelectMultiple(options=RUNS, value=tuple(runs), description="runs", style=STYLE, rows=4)
+        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=1000, description="epochs", style=STYLE,
+                                             layout=widgets.Layout(width="150px"))
+        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description="batch size",
+                                                 style=STYLE, layout=widgets.Layout(width="170px"))
+        self.depth = widgets.IntSlider(value=n_layers - 1 if depth is None else depth, min=0, max=n_layers - 1,
+                                       description="freeze depth (frozen, staged)", style=STYLE)
+        self.unfreeze_at = widgets.BoundedIntText(value=unfreeze_at, min=1, max=1000, style=STYLE,
+                                                  description="staged: unfreeze at epoch",
+                                                  layout=widgets.Layout(width="230px"))
+        self.run_button = widgets.Button(description="Run", button_style="success", icon="play")
+        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
+        self.status = widgets.HTML("press Run")
+        self.table = widgets.HTML()
+        self.figure = live_figure(compare_runs({name: History() for name in self.runs.value} or {"": History()}))
+        self.run_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        rows = [widgets.HBox([self.runs, widgets.VBox([self.depth, self.unfreeze_at,
+                                                       widgets.HBox([self.epochs, self.batch_size])])]),
+                widgets.HBox([self.run_button, self.stop_button])]
+        self._finish([*rows, self.status, self.figure, self.table], seed, hide)
+
+    def start(self) -> bool:
+        """Train the selected runs in the background; returns False, starting nothing, while runs go on."""
+        if self.running:
+            return False
+        self._throttle = Throttle(self.redraw_per_second)
+        self.histories, self.models = {}, {}
+        self.status.value = "training..."
+        return self._launch(self._train)
+
+    def run(self, wait: bool = True) -> dict[str, History]:
+        """Start, and with ``wait`` block until every run ends; returns ``{run: History}``."""
+        self.start()
+        if wait:
+            self.join()
+            if self.error is not None:
+                raise self.error
+        return self.histories
+
+    def _train(self) -> None:
+        paired_runs(self.train, self.val, source=self.source, build=self.build, runs=self.runs.value, nc=self.nc,
+                    depth=self.depth.value, unfreeze_at=self.unfreeze_at.value, epochs=self.epochs.value,
+                    batch_size=self.batch_size.value, seed=self.seed, callback=self._step, stop=self._stop,
+                    models=self.models, histories=self.histories, **self.fit_options)
+        self.redraw()
+
+    def _step(self, run: str, history: History) -> None:
+        if self._throttle.ready():
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Overlay the runs' curves now (the callback calls this at a bounded rate)."""
+        if not self.histories:
+            return
+        refresh_figure(self.figure, compare_runs(dict(self.histories)))
+        self.redraws += 1
+        self.table.value = self._table()
+        going = [n for n, h in self.histories.items() if h.status == "running"]
+        self.status.value = f"training {going[0]}..." if going else "done: " + ", ".join(
+            f"{n} {h.status}" for n, h in self.histories.items())
+
+    def _table(self) -> str:
+        rows = []
+        for name, history in self.histories.items():
+            accuracy = history.val.get("accuracy", [])
+            model = self.models.get(name)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if model is not None else 0
+            rows.append(f"<tr><td>{name}</td><td>{history.status}</td><td>{history.step}</td>"
+                        f"<td>{history.loss[-1] if history.loss else float('nan'):.4f}</td>"
+                        f"<td>{accuracy[-1] if accuracy else float('nan'):.3f}</td>"
+                        f"<td>{max(accuracy) if accuracy else float('nan'):.3f}</td>"
+                        f"<td>{trainable:,}</td><td>{history.seconds:.1f}</td></tr>")
+        head = "".join(f"<th>{h}</th>" for h in ("run", "status", "steps", "last loss", "val accuracy", "best",
+                                                 "trainable at end", "seconds"))
+        return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+    def _failed(self, err: BaseException) -> None:
+        self.status.value = f"<span style='color:#b00'>training failed: {html.escape(repr(err), quote=False)}</span>"

@@ -1,0 +1,125 @@
+"""Training panels: a live dashboard with Start and Stop, and paired runs on the same seed and data.
+
+Training runs in a background thread so that Stop works while the notebook stays responsive:
+``fit(..., stop=event)`` checks the event between steps, so a run ends cleanly after the
+current step, and Start while a run is going starts nothing. Figures redraw from ``fit``'s
+callback at most ``redraw_per_second`` times a second, and once more at the end. Tests and
+scripts call ``panel.run(wait=True)`` (or ``panel.start(); panel.join()``).
+
+Example:
+    >>> from workbench import build_model, data
+    >>> train = data.shapes(4, classes=2)
+    >>> panel = TrainPanel(build_model(nc=2), train, epochs=1, batch_size=4)
+    >>> panel.run(wait=True).status, panel.figure.data[0].y is not None
+    ('completed', True)
+"""
+from __future__ import annotations
+
+import copy
+import html
+from collections.abc import Iterable
+
+import ipywidgets as widgets
+from torch import nn
+
+from ..plots import training_dashboard
+from ..training import History, fit
+from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
+
+
+class TrainPanel(Panel, Worker):
+    """Start, Stop and Reset buttons over ``fit``, and a dashboard: loss, LR per group, per-layer gradient norms.
+
+    ``model`` is trained in place (Reset restores the weights it had when the panel was made);
+    ``fit_options`` go to :func:`~workbench.fit` (``schedule=``, ``freeze=``, ``clip=``, ...).
+    Start after Stop continues the same run; raise ``epochs`` to train a finished run further.
+
+    What to look for: the loss falls; the LR curves show the warmup; frozen layers are blank rows
+    of the gradient heatmap; a run about to explode lights up the heatmap's last column.
+    """
+
+    CONTROLS = ("epochs", "batch_size")
+    BUTTONS = ("start_button", "stop_button", "reset_button")
+
+    def __init__(self, model: nn.Module, train, val=None, *, epochs: int = 3, batch_size: int = 16,
+                 redraw_per_second: float = 2.0, seed: int = 0, hide: Iterable[str] = (), **fit_options):
+        self._init_worker()
+        self.model, self.train, self.val, self.fit_options = model, train, val, fit_options
+        self._initial = copy.deepcopy(model.state_dict())
+        self.redraw_per_second = redraw_per_second
+        self.history: History | None = None
+        self.redraws = 0
+        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=10_000, description="epochs", style=STYLE,
+                                             layout=widgets.Layout(width="150px"))
+        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description="batch size",
+                                                 style=STYLE, layout=widgets.Layout(width="170px"))
+        self.start_button = widgets.Button(description="Start", button_style="success", icon="play")
+        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
+        self.reset_button = widgets.Button(description="Reset", icon="undo")
+        self.status = widgets.HTML("ready: press Start")
+        self.figure = live_figure(training_dashboard(History()))
+        self.start_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.reset_button.on_click(lambda _: self.reset())
+        buttons = widgets.HBox([self.start_button, self.stop_button, self.reset_button, self.epochs, self.batch_size])
+        self._finish([buttons, self.status, self.figure], seed, hide)
+
+    def start(self) -> bool:
+        """Start (or continue) training in the background; returns False, starting nothing, while a run goes on
+        or when the run already reached ``epochs``."""
+        if self.running:
+            return False
+        if self.history is not None and self.history.status == "completed" and \
+                self.history.epochs_done >= self.epochs.value:
+            self.status.value = f"finished {self.history.epochs_done} epochs: raise epochs to train further, or Reset"
+            return False
+        self._throttle = Throttle(self.redraw_per_second)
+        self.batch_size.disabled = True  # a continued run must keep its batches
+        self.status.value = "training..."
+        return self._launch(self._train)
+
+    def run(self, wait: bool = True) -> History | None:
+        """Start, and with ``wait`` block until the run ends; returns the History."""
+        self.start()
+        if wait:
+            self.join()
+            if self.error is not None:
+                raise self.error
+        return self.history
+
+    def reset(self) -> bool:
+        """Restore the starting weights and forget the run (not while training)."""
+        if self.running:
+            return False
+        self.model.load_state_dict(self._initial)
+        self.history = None
+        self.batch_size.disabled = False
+        self.redraw()
+        self.status.value = "reset: press Start"
+        return True
+
+    def _train(self) -> None:
+        self.history = fit(self.model, self.train, self.val, epochs=self.epochs.value,
+                           batch_size=self.batch_size.value, seed=self.seed, progress=False, callback=self._step,
+                           stop=self._stop, history=self.history, **self.fit_options)
+        self.redraw()
+
+    def _step(self, history: History) -> None:
+        self.history = history
+        if self._throttle.ready():
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the dashboard from the History now (the callback calls this at a bounded rate)."""
+        history = self.history or History()
+        refresh_figure(self.figure, training_dashboard(history))
+        self.redraws += 1
+        val = ", ".join(f"val {k} {v[-1]:.3f}" for k, v in history.val.items() if v)
+        last = f", loss {history.loss[-1]:.4f}" if history.loss else ""
+        events = f" · {html.escape(history.events[-1][1])}" if history.events and history.status in (
+            "interrupted", "non_finite") else ""
+        self.status.value = f"{history.status}: step {history.step}, epoch {history.epochs_done}{last}" + (
+            f", {val}" if val else "") + events
+
+    def _failed(self, err: BaseException) -> None:
+        self.status.value = f"<span style='color:#b00'>training failed: {html.escape(repr(err), quote=False)}</span>"

@@ -1,0 +1,30 @@
+"""Pure plotting functions: a History or a report in, a figure out (plotly; matplotlib where static reads better).
+
+No widgets here: panels call these and show the figures. Every function returns a new figure.
+
+Example:
+    >>> from workbench import History
+    >>> fig = loss_curve(History(loss=[2.0, 1.5, 1.2], epoch=[0, 0, 1]))
+    >>> list(fig.data[0].y)
+    [2.0, 1.5, 1.2]
+"""
+from .curves import compare_runs, epoch_end_steps, loss_curve, lr_curves, training_dashboard
+from .health import bn_drift_bars, clip_value, drift_bars, grad_heatmap, grad_matrix, signal_plot
+from .layers import freeze_map, freeze_rows, transfer_map
+
+__all__ = [
+    "bn_drift_bars",
+    "clip_value",
+    "compare_runs",
+    "drift_bars",
+    "epoch_end_steps",
+    "freeze_map",
+    "freeze_rows",
+    "grad_heatmap",
+    "grad_matrix",
+    "loss_curve",
+    "lr_curves",
+    "signal_plot",
+    "training_dashboard",
+    "transfer_map",
+]

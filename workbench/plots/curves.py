@@ -1,0 +1,176 @@
+"""Curves over steps: training loss, LR and momentum per group, paired runs, the live training dashboard.
+
+Figures are built from plain dicts in one go (fast enough to redraw on every slider move).
+
+Example:
+    >>> from workbench import History
+    >>> fig = loss_curve(History(loss=[2.0, 1.5, 1.2], epoch=[0, 0, 1]))
+    >>> list(fig.data[0].y)
+    [2.0, 1.5, 1.2]
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from ..schedules import Preview
+from ..training import History
+from .grid import on, side_by_side, stacked
+from .health import grad_matrix
+
+PALETTE = qualitative.Plotly
+MARGIN = dict(l=60, r=30, t=50, b=40)
+
+
+def colour(k: int) -> str:
+    """The k-th colour of the workbench's palette (groups and runs keep their colour across figures)."""
+    return PALETTE[k % len(PALETTE)]
+
+
+def epoch_end_steps(history: History) -> list[int]:
+    """The step number (1-based) at which each epoch ended."""
+    epochs = history.epoch
+    return [k + 1 for k, epoch in enumerate(epochs) if k + 1 == len(epochs) or epochs[k + 1] != epoch]
+
+
+def loss_curve(history: History, title: str = "Training loss") -> go.Figure:
+    """Per-step training loss, with the validation accuracy per epoch on a second axis when recorded."""
+    steps = list(range(1, history.step + 1))
+    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines", name="train loss"))
+    accuracy = history.val.get("accuracy", [])
+    if accuracy:
+        ends = epoch_end_steps(history)[: len(accuracy)]
+        fig.add_trace(go.Scatter(x=ends, y=accuracy, mode="lines+markers", name="val accuracy", yaxis="y2"))
+        fig.update_layout(yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1.05], dtick=0.2))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=320,
+                      margin=dict(l=50, r=50, t=40, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def _group_names(preview: Preview | None, history: History | None) -> list[str]:
+    names = list(preview.lr) if preview is not None else []
+    return names + [n for n in (history.lr if history is not None else {}) if n not in names]
+
+
+def _line(x, y, name: str, k: int, panel: int, dash: str | None = None, **extra) -> dict:
+    return dict(type="scatter", x=np.asarray(x), y=np.asarray(y, dtype=float), name=name,
+                line=dict(color=colour(k), dash=dash), **on(panel), **{"mode": "lines", **extra})
+
+
+def lr_curves(preview: Preview | None = None, history: History | None = None, *, at: int | None = None,
+              title: str = "Learning rate and momentum per parameter group") -> go.Figure:
+    """Every group's LR (top) and momentum (bottom) per iteration: the preview dashed, the recorded run solid.
+
+    Args:
+        preview: ``schedule.preview(groups, nb, epochs)``, the curves before training.
+        history: a :class:`History`; its step ``k`` (1-based) ran at iteration ``k - 1``.
+        at: an iteration to mark with a vertical line (the last shape; the warmup panel's scrubber moves it).
+
+    Example:
+        >>> from workbench import YoloSchedule, build_model, param_groups
+        >>> preview = YoloSchedule("ultralytics").preview(param_groups(build_model(), 0.01), nb=10, epochs=5)
+        >>> fig = lr_curves(preview, at=3)
+        >>> [trace.name for trace in fig.data if trace.showlegend is not False]
+        ['weight (preview)', 'norm (preview)', 'bias (preview)']
+        >>> float(fig.data[4].y[0]), float(fig.data[0].y[0])  # at iteration 0: bias LR 0.1, weight LR 0
+        (0.1, 0.0)
+    """
+    if preview is None and history is None:
+        raise ValueError("lr_curves needs a preview (schedule.preview(...)), a History, or both")
+    traces = []
+    for k, name in enumerate(_group_names(preview, history)):
+        for panel, key in ((1, "lr"), (2, "momentum")):
+            legend = dict(legendgroup=name, showlegend=panel == 1)
+            if preview is not None and name in preview.lr:
+                y = getattr(preview, key)[name]
+                traces.append(_line(np.arange(len(y)), y, f"{name} (preview)", k, panel, "dash", **legend))
+            if history is not None and name in history.lr:
+                y = getattr(history, key)[name]
+                traces.append(_line(np.arange(len(y)), y, f"{name} (recorded)", k, panel, **legend))
+    layout = stacked([0.65, 0.35], gap=0.08)
+    layout["yaxis"]["title"], layout["yaxis2"]["title"] = "learning rate", "momentum"
+    layout["xaxis2"]["title"] = "iteration"
+    shapes, notes = [], []
+    if preview is not None and preview.warmup:
+        shapes.append(dict(type="rect", xref="x", yref="paper", x0=0, x1=preview.warmup, y0=0, y1=1,
+                           fillcolor="#888", opacity=0.12, line_width=0, layer="below"))
+        notes.append(dict(text=f"warmup ({preview.warmup} it)", x=0, xref="x", y=1, yref="paper", xanchor="left",
+                          yanchor="bottom", showarrow=False))
+    if at is not None:
+        shapes.append(dict(type="line", xref="x", yref="paper", x0=at, x1=at, y0=0, y1=1,
+                           line=dict(color="black", width=1.5)))
+    layout.update(title=title, height=460, margin=MARGIN, legend=dict(orientation="h", y=-0.18), shapes=shapes,
+                  annotations=notes)
+    return go.Figure(traces, layout)
+
+
+def _smooth(values: list[float], window: int) -> np.ndarray:
+    """Trailing mean over ``window`` steps (the first steps average what there is)."""
+    y = np.asarray(values, dtype=float)
+    if window <= 1 or len(y) == 0:
+        return y
+    total = np.cumsum(np.insert(y, 0, 0.0))
+    k = np.arange(1, len(y) + 1)
+    start = np.maximum(k - window, 0)
+    return (total[k] - total[start]) / (k - start)
+
+
+def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "Runs on the same seed and data"
+                 ) -> go.Figure:
+    """Training loss per step (left) and validation accuracy per epoch (right) of several runs, overlaid.
+
+    Example:
+        >>> from workbench import History
+        >>> runs = {"pretrained": History(loss=[1.0, 0.5], epoch=[0, 0], val={"accuracy": [0.9]}),
+        ...         "scratch": History(loss=[1.1, 1.0], epoch=[0, 0], val={"accuracy": [0.4]})}
+        >>> [trace.name for trace in compare_runs(runs).data]
+        ['pretrained', 'pretrained', 'scratch', 'scratch']
+    """
+    if not runs:
+        raise ValueError("compare_runs needs at least one run: {name: History}")
+    traces = []
+    for k, (name, history) in enumerate(runs.items()):
+        accuracy = history.val.get("accuracy", [])
+        traces.append(_line(np.arange(1, history.step + 1), _smooth(history.loss, smooth), name, k, 1,
+                            legendgroup=name))
+        traces.append(_line(np.arange(1, len(accuracy) + 1), accuracy, name, k, 2, legendgroup=name,
+                            showlegend=False, mode="lines+markers"))
+    loss_title = "training loss" + (f" (mean of {smooth} steps)" if smooth > 1 else "")
+    layout = side_by_side(2, titles=(loss_title, "validation accuracy"))
+    layout["xaxis"]["title"], layout["yaxis"]["title"] = "step", "loss"
+    layout["xaxis2"].update(title="epoch", dtick=1)
+    layout["yaxis2"]["range"] = [0, 1.02]
+    layout.update(title=title, height=360, margin=MARGIN, legend=dict(orientation="h", y=-0.2))
+    return go.Figure(traces, layout)
+
+
+def training_dashboard(history: History, *, max_columns: int = 300, title: str | None = None) -> go.Figure:
+    """The live view of a run: loss, LR per group, and per-layer gradient norms (log10) over the steps.
+
+    Example:
+        >>> from workbench import History
+        >>> h = History(loss=[2.0, 1.0], epoch=[0, 0], lr={"weight": [0.0, 0.01]}, layer_names=["a", "b"],
+        ...             layer_grad_norms=[[1.0, 10.0], [0.1, 0.0]])
+        >>> fig = training_dashboard(h)
+        >>> [trace.type for trace in fig.data]
+        ['scatter', 'scatter', 'heatmap']
+    """
+    traces = [dict(type="scatter", mode="lines", x=np.arange(1, history.step + 1), y=np.asarray(history.loss),
+                   name="loss", line=dict(color="#333"))]
+    for k, (name, values) in enumerate(history.lr.items()):
+        traces.append(_line(np.arange(1, len(values) + 1), values, f"lr {name}", k, 2))
+    x, z, names = grad_matrix(history, max_columns)
+    traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm",
+                       colorbar=dict(title="log10 |g|", len=0.45, y=0.22),
+                       hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>", **on(3)))
+    layout = stacked([0.3, 0.25, 0.45], gap=0.06)
+    layout["yaxis"]["title"] = "loss"
+    layout["yaxis2"].update(title="lr", rangemode="tozero", exponentformat="e")
+    layout["yaxis3"].update(title="layer", autorange="reversed")
+    layout["xaxis3"]["title"] = "step"
+    status = f"{history.status}: step {history.step}, epoch {history.epochs_done}"
+    layout.update(title=title or status, height=620, margin=MARGIN, legend=dict(orientation="h", y=-0.08))
+    return go.Figure(traces, layout)

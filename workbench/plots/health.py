@@ -1,0 +1,182 @@
+"""How healthy a run is: per-layer gradient norms, weight and BatchNorm drift, signal propagation at init.
+
+Example:
+    >>> from workbench import History
+    >>> h = History(loss=[1.0, 1.0], epoch=[0, 0], grad_norm=[20.0, 5.0], clip_coef=[0.49999997, 1.0],
+    ...             layer_names=["a"], layer_grad_norms=[[20.0], [5.0]])
+    >>> grad_heatmap(h).layout.shapes[0].y0  # the clip line, read from the clipped step
+    10.0
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from matplotlib.figure import Figure as MplFigure
+from plotly.colors import qualitative
+
+from ..freezing import BNDrift
+from ..training import History
+from .grid import on, stacked
+
+MARGIN = dict(l=60, r=30, t=50, b=40)
+
+
+def grad_matrix(history: History, max_columns: int = 300) -> tuple[list[int], list[list[float]], list[str]]:
+    """Per-layer gradient norms as ``(steps, log10 norms [layer][column], layer names)``, ready for a heatmap.
+
+    A zero norm (a frozen layer has no gradient) becomes NaN, shown as a gap. Runs longer than
+    ``max_columns`` steps are binned: each column holds its bin's largest norm (spikes stay
+    visible) and is labelled with the bin's last step.
+    """
+    norms = np.asarray(history.layer_grad_norms, dtype=float).reshape(len(history.layer_grad_norms),
+                                                                      len(history.layer_names))
+    n = len(norms)
+    if n > max_columns:
+        bins = np.array_split(np.arange(n), max_columns)
+        norms = np.stack([norms[b].max(0) for b in bins])
+        steps = [int(b[-1]) + 1 for b in bins]
+    else:
+        steps = list(range(1, n + 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(norms > 0, np.log10(norms), np.nan).T
+    return steps, z.tolist(), list(history.layer_names)
+
+
+def clip_value(history: History) -> float | None:
+    """The clipping threshold of a run: ``history.clip`` if recorded, else read from a clipped step."""
+    if getattr(history, "clip", None):
+        return float(history.clip)
+    clipped = [(c, g) for c, g in zip(history.clip_coef, history.grad_norm) if c < 1.0]
+    return float(f"{clipped[0][0] * (clipped[0][1] + 1e-6):.6g}") if clipped else None
+
+
+def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_columns: int = 300,
+                 title: str = "Gradient norms per layer") -> go.Figure:
+    """Per-layer gradient L2 norms (layers x steps, log10 colour) above the total norm with the clip line.
+
+    Args:
+        history: a :class:`History` from :func:`fit` (``layer_grad_norms``, ``grad_norm``, ``clip_coef``).
+        clip: the clipping threshold to draw; ``"auto"`` reads it from the run, ``None`` draws none.
+        max_columns: longer runs are binned to this many columns (the largest norm of each bin).
+    """
+    clip = clip_value(history) if clip == "auto" else clip
+    x, z, names = grad_matrix(history, max_columns)
+    steps, norms = np.arange(1, len(history.grad_norm) + 1), np.asarray(history.grad_norm, dtype=float)
+    traces = [dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm",
+                   colorbar=dict(title="log10 |g|", len=0.65, y=0.68),
+                   hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>"),
+              dict(type="scatter", mode="lines", x=steps, y=norms, name="total norm", line=dict(color="#333"),
+                   **on(2))]
+    clipped = [k for k, c in enumerate(history.clip_coef) if c < 1.0]
+    if clipped:
+        traces.append(dict(type="scatter", mode="markers", x=steps[clipped], y=norms[clipped], **on(2),
+                           name=f"clipped ({len(clipped)} steps)", marker=dict(color="#d62728", size=5)))
+    layout = stacked([0.68, 0.32], gap=0.07)
+    layout["yaxis"].update(title="layer", autorange="reversed")
+    layout["yaxis2"].update(title="total |g|", type="log")
+    layout["xaxis2"]["title"] = "step"
+    shapes, notes = [], []
+    if clip:
+        shapes.append(dict(type="line", xref="paper", yref="y2", x0=0, x1=1, y0=clip, y1=clip,
+                           line=dict(color="#d62728", dash="dash")))
+        notes.append(dict(text=f"clip {clip:g}", xref="paper", yref="y2", x=1, y=math.log10(clip), xanchor="right",
+                          yanchor="bottom", showarrow=False, font=dict(color="#d62728")))
+    layout.update(title=title, height=520, margin=MARGIN, legend=dict(orientation="h", y=-0.15), shapes=shapes,
+                  annotations=notes)
+    return go.Figure(traces, layout)
+
+
+def _as_runs(drift: Mapping) -> dict[str, Mapping]:
+    """``{layer: value}`` becomes ``{"": {layer: value}}``; ``{run: {layer: value}}`` is kept."""
+    if not isinstance(drift, Mapping) or not drift:
+        raise ValueError("pass drift as {layer: value} (weight_drift(model, start)) or {run: {layer: value}}")
+    nested = [isinstance(v, (Mapping, BNDrift)) for v in drift.values()]
+    if any(nested) and not all(nested):
+        raise ValueError("drift mixes runs ({run: {layer: value}}) and layers ({layer: value}): use one form")
+    return dict(drift) if all(nested) else {"": drift}
+
+
+def drift_bars(drift: Mapping, *, measure: str = "weight drift ||W - W0|| / ||W0||",
+               title: str = "How far each layer moved from its start") -> go.Figure:
+    """Bars per layer of :func:`~workbench.monitor.weight_drift` (or any ``{layer: value}``), runs side by side.
+
+    Example:
+        >>> fig = drift_bars({"pretrained": {"layers.0": 0.01, "layers.9": 0.3},
+        ...                   "scratch": {"layers.0": 0.5, "layers.9": 0.9}})
+        >>> [trace.name for trace in fig.data], list(fig.data[1].y)
+        (['pretrained', 'scratch'], [0.5, 0.9])
+    """
+    runs = _as_runs(drift)
+    fig = go.Figure()
+    for k, (run, values) in enumerate(runs.items()):
+        fig.add_trace(go.Bar(x=list(values), y=list(values.values()), name=run or measure,
+                             marker_color=qualitative.Plotly[k % 10],
+                             hovertemplate="%{x}<br>%{y:.4g}<extra>" + (run or "") + "</extra>"))
+    fig.update_layout(title=title, barmode="group", height=340, margin=MARGIN, yaxis_title=measure,
+                      xaxis_title="layer", showlegend=len(runs) > 1)
+    return fig
+
+
+def bn_drift_bars(drift: BNDrift | Mapping[str, BNDrift], *,
+                  title: str = "BatchNorm running statistics: how far they moved") -> go.Figure:
+    """Mean shift (in starting standard deviations) and variance change of every BatchNorm, per run.
+
+    ``drift`` is :func:`~workbench.bn_drift` ``(model, start)`` or ``{run: bn_drift(...)}``.
+
+    Example:
+        >>> from workbench.freezing import BNDrift, BNDriftRow
+        >>> rows = BNDrift([BNDriftRow("layers.0.bn", 0, 0.5, 0.2, 3)])
+        >>> list(bn_drift_bars(rows).data[0].y)
+        [0.5]
+    """
+    runs = {"": drift} if isinstance(drift, BNDrift) else _as_runs(drift)
+    traces = []
+    for k, (run, rows) in enumerate(runs.items()):
+        names = [r.name for r in rows]
+        style = dict(type="bar", x=names, name=run or "BatchNorm", legendgroup=run,
+                     marker_color=qualitative.Plotly[k % 10])
+        traces.append(dict(y=[r.mean_shift for r in rows], **style))
+        traces.append(dict(y=[r.var_change for r in rows], showlegend=False, **style, **on(2)))
+    layout = stacked([1, 1], gap=0.1)
+    layout["yaxis"]["title"], layout["yaxis2"]["title"] = "mean shift (std0)", "variance change"
+    layout.update(title=title, barmode="group", height=460, margin=MARGIN, showlegend=len(runs) > 1)
+    return go.Figure(traces, layout)
+
+
+def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialisation") -> MplFigure:
+    """The std of every layer's output right after each initialisation (matplotlib): one panel per BatchNorm setting.
+
+    ``rows`` are :func:`~workbench.stability.signal_propagation` rows (``scheme``, ``batchnorm``,
+    ``index``, ``std``). A std that collapses towards 0 or explodes with depth is the problem.
+
+    Example:
+        >>> from workbench.stability import SignalRow
+        >>> rows = [SignalRow("kaiming", False, i, f"layers.{i}", "Conv", 0.0, 1.0) for i in range(3)]
+        >>> len(signal_plot(rows).axes)
+        1
+    """
+    if not rows:
+        raise ValueError("signal_plot needs rows from workbench.stability.signal_propagation(...)")
+    import matplotlib.pyplot as plt  # here, not at import: pyplot picks the notebook's backend
+
+    settings = sorted({r.batchnorm for r in rows}, reverse=True)
+    fig = plt.figure(figsize=(5.2 * len(settings), 3.6), layout="constrained")
+    plt.close(fig)  # returned, not drawn twice: Jupyter shows the returned figure once
+    axes = fig.subplots(1, len(settings), sharey=True, squeeze=False)[0]
+    for ax, bn in zip(axes, settings):
+        schemes = list(dict.fromkeys(r.scheme for r in rows if r.batchnorm == bn))
+        for scheme in schemes:
+            mine = [r for r in rows if r.batchnorm == bn and r.scheme == scheme]
+            ax.plot([r.index for r in mine], [r.std for r in mine], marker="o", ms=3, label=scheme)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_title("with BatchNorm" if bn else "without BatchNorm")
+        ax.set_xlabel("layer index")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("std of the layer's output")
+    axes[-1].legend(title="init", fontsize=8)
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,165 @@
+"""Maps over the numbered layers: what a transfer copied, and what a freeze froze.
+
+Example:
+    >>> from workbench import build_model, transfer
+    >>> fig = transfer_map(transfer(build_model(nc=10), build_model(nc=3), dry_run=True))
+    >>> sorted(trace.name for trace in fig.data if trace.type == "bar")
+    ['shape_mismatch (2)', 'transferred (156)']
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from html import escape
+
+import numpy as np
+import plotly.graph_objects as go
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..freezing import FreezeReport, bn_policy
+from ..layers import layer_index_of, numbered_layers
+from ..transfer import STATUSES, Row, TransferReport
+
+MARGIN = dict(l=60, r=30, t=60, b=40)
+STATUS_COLOURS = {"transferred": "#2ca02c", "partial": "#e6b422", "adapted": "#4c78a8",
+                  "shape_mismatch": "#d62728", "missing_in_source": "#8c8c8c", "unused": "#c7c7c7"}
+STATE_COLOURS = {"frozen": "#4c78a8", "partly frozen": "#9ecae9", "trainable": "#f58518", "no parameters": "#d0d0d0"}
+
+
+def _percent(share: float) -> str:
+    """``100%`` and ``0%`` only when exact; ``99.6%`` otherwise."""
+    return f"{100 * share:.0f}%" if share in (0.0, 1.0) else f"{min(max(100 * share, 0.1), 99.9):.1f}%"
+
+
+def _tile_text(row: Row) -> str:
+    if row.status == "unused":
+        shapes = f"source {row.source_shape}, not used (source layer {row.layer})"
+    elif row.source_shape is None:
+        shapes = f"target {row.shape}, not in the source"
+    else:
+        shapes = f"target {row.shape} &larr; source {row.source_shape}"
+        shapes += f" ({escape(row.source_name)})" if row.source_name != row.name else ""
+    note = f"<br>{escape(row.note)}" if row.note else ""
+    kind = "parameter" if row.parameter else "buffer"
+    return (f"<b>{escape(row.name)}</b><br>{row.status} · {kind}<br>{shapes}<br>"
+            f"{row.numel:,} values, {row.copied:,} copied{note}")
+
+
+def transfer_map(report: TransferReport, *, title: str | None = None) -> go.Figure:
+    """One tile per state_dict entry, stacked per layer and coloured by status; hover shows shapes and counts.
+
+    Columns are the target's numbered layers (``unused`` source entries sit at their source
+    layer, hatched); the number above a column is the layer's parameter coverage.
+    """
+    height: Counter = Counter()
+    tiles: dict[str, dict[str, list]] = {s: {"x": [], "base": [], "text": []} for s in STATUSES}
+    for row in sorted(report.rows, key=lambda r: r.status == "unused"):
+        x = -1 if row.layer is None else row.layer
+        tile = tiles[row.status]
+        tile["x"].append(x)
+        tile["base"].append(height[x])
+        tile["text"].append(_tile_text(row))
+        height[x] += 1
+    traces, counts = [], report.counts
+    for status, tile in tiles.items():
+        if tile["x"]:
+            marker = dict(color=STATUS_COLOURS[status], line=dict(color="white", width=0.5),
+                          pattern_shape="/" if status == "unused" else "")
+            traces.append(dict(type="bar", x=np.array(tile["x"]), y=np.ones(len(tile["x"])),
+                               base=np.array(tile["base"]), marker=marker, name=f"{status} ({counts[status]})",
+                               hovertext=tile["text"], hovertemplate="%{hovertext}<extra></extra>"))
+    summaries = report.by_layer()
+    traces.append(dict(type="scatter", x=np.array([s.index for s in summaries]), mode="text", showlegend=False,
+                       y=np.array([height[s.index] + 0.6 for s in summaries]),
+                       text=[_percent(s.coverage) for s in summaries], textfont=dict(size=10),
+                       hovertext=[f"layer {s.index} {s.type} ({s.stage}): {s.transferred}/{s.items} items, "
+                                  f"{s.copied:,}/{s.params:,} parameter values copied" for s in summaries],
+                       hovertemplate="%{hovertext}<extra></extra>"))
+    layer_ticks = {index: f"{index} {kind}" for index, _, _, kind in report.layers}
+    ticks = sorted(height)
+    headline = f"{report.headline} · coverage {100 * report.coverage:.1f}%" + (" (dry run)" if report.dry_run else "")
+    layout = dict(title=title or headline, barmode="overlay", bargap=0.15, height=420, margin=MARGIN,
+                  xaxis=dict(title="layer", tickvals=ticks, ticktext=[layer_ticks.get(i, "other") for i in ticks]),
+                  yaxis=dict(title="state_dict entries"), legend=dict(orientation="h", y=-0.2))
+    return go.Figure(traces, layout)
+
+
+def _layer_policies(model: nn.Module) -> dict[int | None, set[str]]:
+    found: dict[int | None, set[str]] = {}
+    layers = numbered_layers(model)
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm) and bn_policy(module) is not None:
+            found.setdefault(layer_index_of(name, layers), set()).add(bn_policy(module))
+    return found
+
+
+def freeze_rows(source: nn.Module | FreezeReport) -> list[tuple[int, str, str, int, int, str]]:
+    """Per numbered layer: ``(index, type, stage, frozen params, total params, BatchNorm policy or "")``.
+
+    From a model, read from ``requires_grad`` and the policies :func:`~workbench.freeze` gave
+    its BatchNorm modules; from a :class:`FreezeReport`, the report's policy marks its frozen layers.
+    """
+    if isinstance(source, FreezeReport):
+        return [(r.index, r.type, r.stage, r.frozen, r.total, source.bn if r.frozen and source.bn else "")
+                for r in source.rows if r.index >= 0]
+    if not isinstance(source, nn.Module):
+        raise ValueError(f"freeze_map takes a model or a FreezeReport, got {type(source).__name__}")
+    policies = _layer_policies(source)
+    rows = []
+    for layer in numbered_layers(source):
+        params = list(layer.module.parameters())
+        frozen = sum(p.numel() for p in params if not p.requires_grad)
+        rows.append((layer.index, layer.type, layer.stage, frozen, sum(p.numel() for p in params),
+                     "/".join(sorted(policies.get(layer.index, ())))))
+    return rows
+
+
+def _state(frozen: int, total: int) -> str:
+    if total == 0:
+        return "no parameters"
+    return "frozen" if frozen == total else "trainable" if frozen == 0 else "partly frozen"
+
+
+def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) -> go.Figure:
+    """Frozen or trainable, per numbered layer (bar height: its parameters, log scale), with a BatchNorm badge.
+
+    The badge above a bar names the BatchNorm policy of the frozen layer (``eval``, ``train``,
+    ``affine``, ``frozen``); the title gives the trainable share. The figure always has one bar
+    trace per state (empty when no layer is in it) and the badge trace, so a live view updates in place.
+
+    Example:
+        >>> from workbench import build_model, freeze
+        >>> model = build_model(nc=3)
+        >>> _ = freeze(model, depth=3, bn="affine")
+        >>> fig = freeze_map(model)
+        >>> [(trace.name, len(trace.x)) for trace in fig.data][:3], list(fig.data[-1].text)
+        ([('frozen', 0), ('partly frozen', 3), ('trainable', 7)], ['affine', 'affine', 'affine'])
+    """
+    rows = freeze_rows(source)
+    traces = []
+    for state, colour in STATE_COLOURS.items():
+        mine = [r for r in rows if _state(r[3], r[4]) == state]
+        traces.append(dict(
+            type="bar", x=np.array([r[0] for r in mine], dtype=int), y=np.array([max(r[4], 1) for r in mine]),
+            name=state, marker_color=colour,
+            showlegend=bool(mine), hovertemplate="%{hovertext}<extra></extra>",
+            hovertext=[f"layer {r[0]} {r[1]} ({r[2]})<br>{state}: {r[3]:,} of {r[4]:,} parameters frozen"
+                       + (f"<br>BatchNorm policy: {r[5]}" if r[5] else "") for r in mine]))
+    badges = [r for r in rows if r[5]]
+    traces.append(dict(type="scatter", x=np.array([r[0] for r in badges], dtype=int), text=[r[5] for r in badges],
+                       y=np.array([max(r[4], 1) for r in badges]), mode="text", textposition="top center",
+                       textfont=dict(size=10, color="#334"), name="BatchNorm policy", showlegend=False,
+                       hoverinfo="skip"))
+    total = sum(r[4] for r in rows)
+    trainable = total - sum(r[3] for r in rows)
+    frozen_layers = sum(r[3] == r[4] > 0 for r in rows)
+    share = 100 * trainable / total if total else 0.0
+    headline = f"{frozen_layers} layers frozen · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)"
+    top = max((r[4] for r in rows), default=1)
+    layout = dict(title=title or headline, height=360, margin=MARGIN, bargap=0.2, barmode="overlay",
+                  legend=dict(orientation="h", y=-0.2),
+                  xaxis=dict(title="layer", tickvals=[r[0] for r in rows], ticktext=[f"{r[0]} {r[1]}" for r in rows]),
+                  yaxis=dict(title="parameters (text: BatchNorm policy)", type="log",
+                             range=[0, math.log10(max(top, 10)) + 0.6]))
+    return go.Figure(traces, layout)
