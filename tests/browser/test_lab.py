@@ -84,3 +84,19 @@ def test_start_here_runs_and_its_slider_drives_the_output(lab_server, page, scra
     expect(readout).to_have_text("5")
     expect(summary).to_contain_text("depth=5: layers 0-4 frozen")
     expect(nb.locator(".widget-html tr", has_text="frozen")).to_have_count(5)
+
+
+def test_weight_transfer_lesson_panel_follows_the_class_count(lab_server, page, scratch_copy, screenshot_on_failure):
+    from playwright.sync_api import expect
+
+    nb = open_and_run_all(page, lab_server, scratch_copy("02_weight_transfer.ipynb"))
+    expect(nb.locator(".jp-OutputArea-output", has_text="checks ok")).to_be_visible(timeout=240_000)
+    assert nb.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0
+    panel = nb.locator(".widget-vbox", has=page.locator(".widget-label", has_text="target classes")).first
+    counts = panel.locator(".widget-label", has_text="Transferred").first
+    expect(counts).to_contain_text("Transferred 156/158 items")
+    expect(panel.locator(".js-plotly-plot").first).to_be_visible()
+    box = panel.locator(".widget-inline-hbox", has_text="target classes").locator("input").first
+    box.fill("10")
+    box.press("Enter")
+    expect(counts).to_contain_text("Transferred 158/158 items")
