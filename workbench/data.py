@@ -212,6 +212,9 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 def split(data: ImageSet, val_fraction: float = 0.2, *, seed: int = 0) -> tuple[ImageSet, ImageSet]:
     """Stratified train/validation split: the same fraction of every class goes to validation.
 
+    Detection scenes (targets ``(N, max_objects, 5)``, several classes per image) are split at
+    random instead, the same fraction of scenes to validation.
+
     Example:
         >>> train, val = split(shapes(10, 2), 0.2)
         >>> len(train), len(val)
@@ -220,6 +223,10 @@ def split(data: ImageSet, val_fraction: float = 0.2, *, seed: int = 0) -> tuple[
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (got {val_fraction})")
     g = torch.Generator().manual_seed(seed)
+    if data.y.ndim > 1:  # detection scenes: no single label to stratify by
+        order = torch.randperm(len(data), generator=g)
+        n_val = int(round(len(data) * val_fraction))
+        return data.subset(order[n_val:]), data.subset(order[:n_val])
     train_idx, val_idx = [], []
     for k in range(data.nc):
         rows = torch.nonzero(data.y == k).flatten()

@@ -115,7 +115,9 @@ class Detect(nn.Module):
 
     As in Ultralytics, the class branch is ``c3 = max(ch[0], min(nc, 100))`` wide and ends in a
     1x1 conv with ``nc`` outputs, so changing the class count re-initialises its last layer.
-    Box outputs are 4 distances (left, top, right, bottom) per grid cell, in grid units.
+    Box outputs are 4 values per grid cell: the distances from the cell centre to the box's left,
+    top, right and bottom sides once decoded (``softplus(raw) - 0.5`` grid cells, see
+    :func:`workbench.detection.decode`); the class logits double as objectness.
     """
 
     def __init__(self, nc: int, ch: tuple[int, ...], strides: tuple[int, ...] = (8, 16, 32)):

@@ -15,18 +15,25 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .detection import DetectionLoss, is_detector
+from .freezing import check_schedule, depth_at, set_freeze_depth
 from .metrics import evaluate
+from .monitor import GradientMonitor, NonFinite, clip_coefficient, locate_non_finite
 from .optim import make_optimizer
+from .schedules import Schedule
 
 DEFAULT_CLIP = 10.0  # max gradient L2 norm, as YOLO's trainers
 
@@ -36,7 +43,11 @@ class History:
     """What a run did: per-step loss, learning rate and momentum per group, gradient norm; per-epoch validation.
 
     ``status`` is ``"completed"``, ``"interrupted"`` (stopped by the user) or ``"non_finite"``
-    (the loss blew up; ``events`` says at which step).
+    (the loss or a gradient blew up; ``events`` says at which step, ``non_finite`` where).
+    Per step also: ``layer_grad_norms`` (one gradient L2 norm per entry of ``layer_names``) and
+    ``clip_coef`` (what clipping scaled the gradients by, 1.0 when it did not). On an accelerator
+    the layer norms reach the CPU in batches, so during a run they may trail ``loss`` by up to
+    31 steps; when ``fit`` returns they are complete.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -46,6 +57,12 @@ class History:
     grad_norm: list[float] = field(default_factory=list)
     val: dict[str, list[float]] = field(default_factory=dict)
     events: list[tuple[int, str]] = field(default_factory=list)
+    freeze_depth: dict[int, int] = field(default_factory=dict)  # epoch -> depth, with fit(freeze=...)
+    layer_names: list[str] = field(default_factory=list)
+    layer_grad_norms: list[list[float]] = field(default_factory=list)
+    clip_coef: list[float] = field(default_factory=list)
+    clip: float | None = None  # the max gradient norm fit clipped at (None: no clipping)
+    non_finite: NonFinite | None = None
     status: str = "new"
     seconds: float = 0.0
     device: str = ""
@@ -70,6 +87,14 @@ class History:
     def record_epoch(self, metrics: dict) -> None:
         for key, value in metrics.items():
             self.val.setdefault(key, []).append(value)
+
+    def record_freeze(self, epoch: int, depth: int) -> None:
+        """The freeze depth of ``epoch``; per step it is ``[freeze_depth[e] for e in history.epoch]``."""
+        previous = self.freeze_depth.get(epoch - 1)
+        if self.freeze_depth.get(epoch) != depth and previous != depth:
+            was = "" if previous is None else f" (was {previous})"
+            self.events.append((self.step, f"epoch {epoch}: freeze depth {depth}{was}"))
+        self.freeze_depth[epoch] = depth
 
     def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.4f}" if self.loss else ""
@@ -101,14 +126,22 @@ class Batches:
         self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
 
     def __len__(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        return len(self._starts())
+
+    def _starts(self) -> list[int]:
+        """Batch start offsets; a last batch of one image joins the one before (BatchNorm needs two)."""
+        starts = list(range(0, len(self.data), self.batch_size))
+        if len(starts) > 1 and len(self.data) - starts[-1] == 1:
+            starts.pop()
+        return starts
 
     def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         order = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
                  if self.shuffle else torch.arange(n))
-        for start in range(0, n, self.batch_size):
-            rows = order[start:start + self.batch_size]
+        starts = self._starts()
+        for start, end in zip(starts, starts[1:] + [n]):
+            rows = order[start:end]
             yield self.data.x[rows], self.data.y[rows]
 
     def __iter__(self):
@@ -145,26 +178,61 @@ def check_inputs(model: nn.Module, data) -> None:
                          f"data with {first_conv.in_channels} channels (e.g. data.digits(channels="
                          f"{first_conv.in_channels}))")
     nc, y = getattr(model, "nc", None), getattr(data, "y", None)
+    if y is not None and y.ndim == 3:  # detection targets (N, max_objects, 5): class first, -1 in empty slots
+        y = y[..., 0][y[..., 0] >= 0]
     if nc is not None and y is not None and len(y) and int(y.max()) >= nc:
         raise ValueError(f"labels go up to {int(y.max())} but the model has nc={nc} classes: "
                          f"build the model with nc={int(y.max()) + 1} (or more)")
 
 
 class _LastGood:
-    """A copy of the model's parameters and buffers after the last completed step, to roll back to."""
+    """A copy of the model's buffers (and optionally parameters) to roll back to.
 
-    def __init__(self, model: nn.Module):
-        self.tensors = list(model.state_dict(keep_vars=True).values())
+    ``fit`` checks the loss and the gradients *before* the optimiser step, so a step that blows
+    up never touches the parameters; only the BatchNorm statistics its forward pass changed need
+    restoring, and copying those few small buffers each step is cheap.
+    """
+
+    def __init__(self, model: nn.Module, parameters: bool = False):
+        state = model.state_dict(keep_vars=True)
+        names = set(state) if parameters else {name for name, _ in model.named_buffers()}
+        self.tensors = [t for name, t in state.items() if name in names]
         with torch.no_grad():
             self.copies = [t.detach().clone() for t in self.tensors]
 
     @torch.no_grad()
     def save(self) -> None:
-        torch._foreach_copy_(self.copies, [t.detach() for t in self.tensors])
+        if self.tensors:
+            torch._foreach_copy_(self.copies, [t.detach() for t in self.tensors])
 
     @torch.no_grad()
     def restore(self) -> None:
-        torch._foreach_copy_([t.detach() for t in self.tensors], self.copies)
+        if self.tensors:
+            torch._foreach_copy_([t.detach() for t in self.tensors], self.copies)
+
+
+@contextlib.contextmanager
+def _interrupts_between_steps():
+    """Ctrl-C (the notebook's stop button) sets a flag that ``fit`` reads between steps.
+
+    So an interrupt never leaves a step half done; a second Ctrl-C interrupts at once. Only the
+    main thread can take signals: elsewhere (a panel's training thread) use ``fit(stop=...)``.
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def on_interrupt(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def fit(
@@ -187,6 +255,9 @@ def fit(
     callback: Callable[[History], None] | None = None,
     stop=None,
     history: History | None = None,
+    schedule: Schedule | None = None,
+    freeze: dict[int, int] | None = None,
+    freeze_bn: str = "eval",
 ) -> History:
     """Train ``model`` on ``train`` for ``epochs`` and return its :class:`History`.
 
@@ -197,7 +268,8 @@ def fit(
         optimizer: ``"auto"`` (Ultralytics' rule: AdamW for short runs, SGD for long ones),
             ``"sgd"``, ``"adamw"`` (see :func:`make_optimizer`), or your own torch optimiser.
         lr, momentum, weight_decay: for a named optimiser (``lr=None``: its default).
-        loss_fn: ``loss_fn(outputs, targets)``; default cross-entropy.
+        loss_fn: ``loss_fn(outputs, targets)``; default cross-entropy, or :class:`~workbench.detection.DetectionLoss`
+            for a detector (validation then reports ``mAP50``).
         clip: max gradient L2 norm (``None`` or 0: no clipping; the norm is still recorded).
         device: ``"auto"`` picks CUDA, then MPS, then CPU. ``amp`` defaults to on for CUDA.
         seed: the same seed gives the same data order and the same loss curve on a CPU.
@@ -205,6 +277,11 @@ def fit(
         callback: ``callback(history)`` after every step and every epoch (live views throttle themselves).
         stop: anything with ``is_set()`` (a ``threading.Event``): checked between steps.
         history: a History returned by an interrupted ``fit``: continue from its last step.
+        schedule: a :class:`~workbench.schedules.Schedule` (e.g. ``YoloSchedule()``) that sets every group's
+            LR and momentum before each step from the global iteration ``epoch * nb + i``.
+        freeze: staged unfreezing, ``{epoch: depth}`` (``{0: 9, 2: 0}``: layers 0..8 frozen for two
+            epochs, then all trainable), applied at epoch starts by :func:`~workbench.freezing.set_freeze_depth`
+            with BatchNorm policy ``freeze_bn``; recorded in ``History.freeze_depth``.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1 (got {epochs!r})")
@@ -212,6 +289,8 @@ def fit(
     if val is not None:
         check_inputs(model, val)
     train_batches = _as_batches(train, batch_size, shuffle=True, seed=seed)
+    if schedule is not None:
+        schedule.check(len(train_batches), epochs)
     val_batches = _as_batches(val, batch_size, shuffle=False, seed=seed) if val is not None else None
     dev = pick_device(device)
     amp = (dev.type == "cuda") if amp is None else amp
@@ -224,58 +303,132 @@ def fit(
     elif isinstance(optimizer, str):
         optimizer = make_optimizer(model, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                    iterations=epochs * len(train_batches), nc=getattr(model, "nc", 10))
+    if freeze is not None:
+        freeze = check_schedule(model, freeze, freeze_bn, optimizer)
     scaler = resume.get("scaler") or torch.amp.GradScaler(dev.type, enabled=amp)
-    loss_fn = loss_fn or F.cross_entropy
-    params = list(model.parameters())  # clipping skips those without a gradient (frozen)
+    loss_fn = loss_fn or (DetectionLoss(model) if is_detector(model) else F.cross_entropy)
+    monitor = GradientMonitor(model, log=history.layer_grad_norms)  # frozen parameters (no gradient) are skipped
     last_good = _LastGood(model)
-    history.device, history.status = str(dev), "running"
+    history.device, history.status, history.layer_names = str(dev), "running", monitor.layer_names
+    history.clip = clip or None
     history._resume = {"optimizer": optimizer, "scaler": scaler}
     started = time.perf_counter()
     try:
-        for epoch in range(history.epochs_done, epochs):
-            model.train()
-            bar = tqdm(total=len(train_batches), disable=not progress, desc=f"epoch {epoch + 1}/{epochs}",
-                       initial=history.steps_in_epoch, leave=False)
-            for i, (x, y) in enumerate(_epoch_batches(train_batches, epoch)):
-                if i < history.steps_in_epoch:
-                    continue  # resuming: these batches were done before the interruption
-                if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                with torch.autocast(dev.type, enabled=amp):
-                    loss = loss_fn(model(x), y)
-                if not torch.isfinite(loss):
-                    bar.close()
-                    last_good.restore()
-                    history.events.append((history.step, f"non-finite loss {loss.item()} at step "
-                                                         f"{history.step}; weights restored"))
-                    history.status = "non_finite"
-                    return history
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
-                scaler.step(optimizer)
-                scaler.update()
-                last_good.save()
-                history.steps_in_epoch = i + 1
-                history.record_step(loss.item(), epoch, grad_norm.item(), optimizer)
-                bar.set_postfix_str(f"loss {history.loss[-1]:.3f}", refresh=False)
-                bar.update()
+        with _interrupts_between_steps() as interrupted:
+            for epoch in range(history.epochs_done, epochs):
+                depth = depth_at(freeze, epoch) if freeze is not None else None
+                if depth is not None:  # staged unfreezing, at epoch boundaries
+                    set_freeze_depth(model, depth, bn=freeze_bn)
+                    history.record_freeze(epoch, depth)
+                model.train()
+                bar = tqdm(total=len(train_batches), disable=not progress, desc=f"epoch {epoch + 1}/{epochs}",
+                           initial=history.steps_in_epoch, leave=False)
+                for i, (x, y) in enumerate(_epoch_batches(train_batches, epoch)):
+                    if i < history.steps_in_epoch:
+                        continue  # resuming: these batches were done before the interruption
+                    if interrupted.is_set() or (stop is not None and stop.is_set()):
+                        raise KeyboardInterrupt
+                    if schedule is not None:
+                        schedule.apply(optimizer, epoch * len(train_batches) + i, len(train_batches), epochs)
+                    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                    with torch.autocast(dev.type, enabled=amp):
+                        loss = loss_fn(model(x), y)
+                    if not torch.isfinite(loss):
+                        bar.close()
+                        last_good.restore()  # the bad forward pass changed BatchNorm statistics: look again from here
+                        with torch.autocast(dev.type, enabled=amp):
+                            layer, parameter = locate_non_finite(model, x)
+                        return _stop_non_finite(history, last_good, NonFinite(history.step, "loss", loss.item(),
+                                                                              layer, parameter))
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    total = monitor.measure()  # per-layer gradient norms and their total, from one _foreach_norm
+                    grad_norm = total.item()
+                    if not math.isfinite(grad_norm) and not scaler.is_enabled():  # with AMP the scaler skips the step
+                        bar.close()
+                        layer, parameter = monitor.first_non_finite() or (None, None)
+                        monitor.drop_last()  # this step is not taken; history.non_finite says where it blew up
+                        return _stop_non_finite(history, last_good, NonFinite(history.step, "gradient", grad_norm,
+                                                                              layer, parameter))
+                    clip_coef = clip_coefficient(grad_norm, clip)
+                    if clip_coef < 1:  # as clip_grad_norm_, reusing the total (scaling by 1 would change nothing)
+                        monitor.clip(clip, total)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    last_good.save()
+                    history.steps_in_epoch = i + 1
+                    history.record_step(loss.item(), epoch, grad_norm, optimizer)
+                    history.clip_coef.append(clip_coef)
+                    bar.set_postfix_str(f"loss {history.loss[-1]:.3f}", refresh=False)
+                    bar.update()
+                    if callback is not None:
+                        callback(history)
+                bar.close()
+                if val_batches is not None:
+                    history.record_epoch(evaluate(model, _epoch_batches(val_batches, 0), dev))
+                history.epochs_done, history.steps_in_epoch = epoch + 1, 0
                 if callback is not None:
                     callback(history)
-            bar.close()
-            if val_batches is not None:
-                history.record_epoch(evaluate(model, _epoch_batches(val_batches, 0), dev))
-            history.epochs_done, history.steps_in_epoch = epoch + 1, 0
-            if callback is not None:
-                callback(history)
-        history.status = "completed"
+            history.status = "completed"
     except KeyboardInterrupt:
         bar.close()
         last_good.restore()
         history.status = "interrupted"
         history.events.append((history.step, f"interrupted after step {history.step}"))
     finally:
+        monitor.flush()
         history.seconds += time.perf_counter() - started
     return history
+
+
+def _stop_non_finite(history: History, last_good: _LastGood, found: NonFinite) -> History:
+    """Restore the weights of the last completed step and record where the run blew up."""
+    last_good.restore()
+    history.non_finite = found
+    history.events.append((found.step, found.message))
+    history.status = "non_finite"
+    return history
+
+
+def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 2, warmup: int = 0,
+              loss_fn: Callable | None = None) -> float:
+    """Seconds one training step (forward, loss, backward, SGD step) takes on ``(x, y)``: the fastest of ``steps``.
+
+    Frozen parameters get no gradient and the frozen layers at the start need no backward pass,
+    so the time falls with the freeze depth. ``warmup`` untimed steps run first. The model is
+    left exactly as it was: parameters, buffers (BatchNorm statistics), gradients and mode.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+        >>> before = model[0].weight.clone()
+        >>> step_time(model, torch.randn(8, 4), torch.zeros(8, dtype=torch.long)) > 0
+        True
+        >>> torch.equal(model[0].weight, before)
+        True
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1 (got {steps!r})")
+    loss_fn = loss_fn or F.cross_entropy
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("every parameter is frozen: there is no training step to time")
+    saved, grads, mode = _LastGood(model, parameters=True), [p.grad for p in model.parameters()], model.training
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    model.train()
+    times = []
+    try:
+        for k in range(warmup + steps):
+            started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+            if k >= warmup:
+                times.append(time.perf_counter() - started)
+    finally:
+        saved.restore()
+        for p, g in zip(model.parameters(), grads):
+            p.grad = g
+        model.train(mode)
+    return min(times)
