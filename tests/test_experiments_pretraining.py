@@ -187,3 +187,35 @@ def test_target_panel_knobs_make_the_data_for_the_next_run():
     assert torch.equal(again.compare.train.x, panel.compare.train.x)
     histories = panel.compare.run()
     assert set(histories) == set(P.STARTS) and all(h.status == "completed" for h in histories.values())
+
+
+def test_bn_reestimation_also_works_on_a_model_frozen_with_eval_batchnorm():
+    import workbench as wb
+    from workbench.experiments.pretraining import bn_reestimated_accuracy, target_data
+
+    train, val = target_data(5, val_per_class=5, seed=0)
+    model = wb.build_model(nc=len(train.classes))
+    wb.freeze(model, depth=9, bn="eval")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen_bn = model.layers[3].bn
+    bn_reestimated_accuracy(model, train, val)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the model is untouched
+    assert frozen_bn.training is False and not frozen_bn.weight.requires_grad  # and still frozen
+
+
+def test_bn_reestimation_recomputes_statistics_of_pinned_layers(monkeypatch):
+    import workbench as wb
+    from workbench.experiments import pretraining
+
+    train, val = pretraining.target_data(5, val_per_class=5, seed=0)
+    model = wb.build_model(nc=len(train.classes))
+    wb.freeze(model, depth=9, bn="eval")
+    seen, evaluate_for_real = {}, pretraining.evaluate
+
+    def spy(model, batches, device):
+        seen["mean"] = model.layers[3].bn.running_mean.clone()
+        return evaluate_for_real(model, batches, device)
+
+    monkeypatch.setattr(pretraining, "evaluate", spy)
+    pretraining.bn_reestimated_accuracy(model, train, val)
+    assert seen["mean"].abs().sum() > 0  # statistics were gathered, not left at their reset value 0

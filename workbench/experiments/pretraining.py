@@ -38,6 +38,7 @@ from torch.optim.swa_utils import update_bn
 
 from .. import data
 from ..checkpoints import pretrained
+from ..freezing import unfreeze
 from ..metrics import evaluate
 from ..panels import ComparePanel, Panel, paired_runs
 from ..panels.base import STYLE
@@ -210,9 +211,11 @@ def bn_reestimated_accuracy(model: nn.Module, train, val, batch_size: int = 16) 
     """Validation accuracy of a copy of ``model`` whose BatchNorm running statistics were recomputed on ``train``.
 
     ``torch.optim.swa_utils.update_bn`` resets the statistics and averages them over the training
-    batches; the weights stay as they are, and ``model`` itself is not changed.
+    batches; the weights stay as they are, and ``model`` itself is not changed. The copy is
+    unfrozen first: a BatchNorm pinned to eval mode by ``freeze`` would gather no statistics.
     """
     twin = copy.deepcopy(model)
+    unfreeze(twin)
     update_bn(Batches(train, batch_size, shuffle=False), twin, device=next(twin.parameters()).device)
     return evaluate(twin, [(val.x, val.y)], device=next(twin.parameters()).device)["accuracy"]
 
