@@ -1,0 +1,219 @@
+"""Lesson 6, your own model: the workbench's primitives on a network it did not define.
+
+The model is :class:`~workbench.experiments.tiny_resnet.TinyResNet` (plain PyTorch, torchvision's
+names); the workbench reads it as its top-level children, numbered in order, the last one with
+parameters (``fc``) being the head. Its "pretrained" weights come from its own source task, six
+shapes (:func:`pretrain_own`); the target task is three other shapes with few images
+(:func:`target_task`). :func:`fine_tune` trains it from scratch, from the source weights, and from
+them with the first layers frozen, on the same data and seed. :func:`library_model` builds the
+same kind of model from torchvision, timm or Ultralytics when one of them is installed.
+
+Example:
+    >>> from workbench import numbered_layers
+    >>> model = build(3)
+    >>> [layer.name for layer in numbered_layers(model)][-2:]
+    ['avgpool', 'fc']
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .. import data
+from ..freezing import freeze
+from ..metrics import evaluate
+from ..optim import make_optimizer
+from ..schedules import YoloSchedule
+from ..training import History, fit
+from ..transfer import transfer
+from .scratch import _html_table, _text_table
+from .tiny_resnet import TinyResNet
+
+SOURCE_CLASSES = ("circle", "square", "triangle", "ring", "plus", "diamond")
+TARGET_CLASSES = ("hbar", "vbar", "cross")
+LIBRARIES = ("torchvision", "timm", "ultralytics")
+WIDTH = 8  # channels of the first stage: small enough for a CPU lesson
+LR, HEAD_MULT, WARMUP_EPOCHS = 0.01, 5.0, 1.0  # AdamW for a small model from its own start (see recipe)
+RUNS = ("scratch", "pretrained", "frozen")
+
+
+def build(nc: int) -> TinyResNet:
+    """The lesson's model for ``nc`` classes: ``TinyResNet(num_classes=nc, width=8)``."""
+    return TinyResNet(num_classes=nc, width=WIDTH)
+
+
+def source_task(n_per_class: int = 40, *, seed: int = 0) -> tuple[data.ImageSet, data.ImageSet]:
+    """Six shapes, 32x32, split 75/25: the task the model's "pretrained" weights come from."""
+    return data.split(data.shapes(n_per_class, SOURCE_CLASSES, seed=seed), 0.25, seed=seed)
+
+
+def target_task(n_per_class: int = 20, *, seed: int = 1) -> tuple[data.ImageSet, data.ImageSet]:
+    """Three shapes the source never saw (hbar, vbar, cross), split 50/50: 30 training images for 20 per class."""
+    return data.split(data.shapes(n_per_class, TARGET_CLASSES, seed=seed), 0.5, seed=seed)
+
+
+def recipe(model: nn.Module, *, lr: float = LR, head_mult: float = HEAD_MULT,
+           warmup_epochs: float = WARMUP_EPOCHS) -> dict:
+    """The ``fit`` options of the lesson: AdamW over tagged groups with the head at ``head_mult`` x, and YOLO's warmup.
+
+    ``fit``'s ``optimizer="auto"`` picks Ultralytics' learning rate for YOLO models (about 0.0007
+    for 10 classes), far too low for a small ResNet to learn in a few dozen steps; so the optimiser
+    is built here with :func:`~workbench.optim.make_optimizer`. As Ultralytics does for AdamW, the
+    bias warmup starts at 0 (``warmup_bias_lr=0``).
+
+    Example:
+        >>> options = recipe(build(3))
+        >>> [group["name"] for group in options["optimizer"].param_groups]
+        ['weight', 'norm', 'bias', 'weight/head', 'bias/head']
+    """
+    optimizer = make_optimizer(model, "adamw", lr=lr, lr_mult={"head": head_mult})
+    return {"optimizer": optimizer, "schedule": YoloSchedule("ultralytics", warmup_epochs=warmup_epochs,
+                                                             warmup_bias_lr=0.0)}
+
+
+@dataclass(frozen=True)
+class OwnPretrained:
+    """The model trained on its source task, the classes it knows and its source validation accuracy."""
+
+    model: nn.Module = field(compare=False, repr=False)
+    classes: tuple[str, ...]
+    val_accuracy: float
+    steps: int
+
+    def __str__(self) -> str:
+        return (f"{type(self.model).__name__} pretrained on {len(self.classes)} shapes ({', '.join(self.classes)}): "
+                f"{self.steps} steps, source validation accuracy {self.val_accuracy:.3f}")
+
+    __repr__ = __str__
+
+
+def pretrain_own(build: Callable[[int], nn.Module] = build, *, n_per_class: int = 40, epochs: int = 12,
+                 batch_size: int = 30, seed: int = 0) -> OwnPretrained:
+    """Train ``build(6)`` on the six source shapes, seeded; it becomes the source of a transfer.
+
+    Example:
+        >>> source = pretrain_own(n_per_class=3, epochs=1, batch_size=6)
+        >>> source.classes[:2], source.model.fc.out_features
+        (('circle', 'square'), 6)
+    """
+    train, val = source_task(n_per_class, seed=seed)
+    torch.manual_seed(seed)
+    model = build(train.nc)
+    history = fit(model, train, None, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
+                  **recipe(model))
+    accuracy = evaluate(model, [(val.x, val.y)])["accuracy"]
+    return OwnPretrained(model, train.classes, accuracy, history.step)
+
+
+@dataclass(frozen=True)
+class OwnRunRow:
+    """One run on the target task: what trained, for how long, and its validation accuracy per epoch."""
+
+    run: str
+    trainable: int
+    steps: int
+    first_val_accuracy: float
+    best_val_accuracy: float
+    last_val_accuracy: float
+    mean_val_accuracy: float
+
+
+@dataclass(frozen=True)
+class OwnComparison:
+    """Scratch, pretrained and frozen runs of your model; ``histories`` and ``models`` keep each run."""
+
+    rows: tuple[OwnRunRow, ...]
+    histories: dict[str, History] = field(default_factory=dict, compare=False, repr=False)
+    models: dict[str, nn.Module] = field(default_factory=dict, compare=False, repr=False)
+
+    HEADER = ("run", "trainable params", "steps", "val acc 1st epoch", "best val acc", "last val acc",
+              "mean val acc")
+
+    def row(self, run: str) -> OwnRunRow:
+        found = [r for r in self.rows if r.run == run]
+        if not found:
+            raise ValueError(f"no run {run!r}; this comparison has {[r.run for r in self.rows]}")
+        return found[0]
+
+    def _cells(self) -> list[tuple]:
+        return [(r.run, f"{r.trainable:,}", r.steps, r.first_val_accuracy, r.best_val_accuracy, r.last_val_accuracy,
+                 r.mean_val_accuracy) for r in self.rows]
+
+    def __str__(self) -> str:
+        return _text_table(self.HEADER, self._cells())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.HEADER, self._cells(), "Your model on the target task, same data and seed")
+
+
+def start_model(run: str, source: nn.Module | dict, nc: int, *, build: Callable[[int], nn.Module] = build,
+                depth: int = 5, bn: str = "eval", seed: int = 0) -> nn.Module:
+    """One run's starting model: fresh (``"scratch"``), with the source's weights (``"pretrained"``),
+    or with them and layers ``0..depth-1`` frozen under BatchNorm policy ``bn`` (``"frozen"``)."""
+    if run not in RUNS:
+        raise ValueError(f"unknown run {run!r}; choose one of {list(RUNS)}")
+    torch.manual_seed(seed)
+    model = build(nc)
+    if run != "scratch":
+        transfer(source.model if isinstance(source, OwnPretrained) else source, model)
+    if run == "frozen":
+        freeze(model, depth=depth, bn=bn)
+    return model
+
+
+def fine_tune(source: OwnPretrained | nn.Module | dict, train, val, *, build: Callable[[int], nn.Module] = build,
+              runs: Sequence[str] = RUNS, depth: int = 5, bn: str = "eval", epochs: int = 6, batch_size: int = 10,
+              seed: int = 0) -> OwnComparison:
+    """Train every run of ``runs`` (:func:`start_model`) on ``train`` with the lesson's :func:`recipe`.
+
+    Example:
+        >>> source = pretrain_own(n_per_class=3, epochs=1, batch_size=6)
+        >>> train, val = target_task(4)
+        >>> result = fine_tune(source, train, val, runs=["frozen"], epochs=1, batch_size=3)
+        >>> [row.run for row in result.rows], result.models["frozen"].layer2.conv1.weight.requires_grad
+        (['frozen'], False)
+    """
+    unknown = [run for run in runs if run not in RUNS]
+    if unknown:
+        raise ValueError(f"unknown run {unknown[0]!r}; choose from {list(RUNS)}")
+    rows, histories, models = [], {}, {}
+    for run in runs:
+        model = start_model(run, source, train.nc, build=build, depth=depth, bn=bn, seed=seed)
+        history = fit(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
+                      **recipe(model))
+        accuracy = history.val["accuracy"]
+        rows.append(OwnRunRow(run, sum(p.numel() for p in model.parameters() if p.requires_grad), history.step,
+                              accuracy[0], max(accuracy), accuracy[-1], statistics.fmean(accuracy)))
+        histories[run], models[run] = history, model
+    return OwnComparison(tuple(rows), histories, models)
+
+
+def library_model(name: str, nc: int = 3) -> nn.Module:
+    """A ResNet-18 from torchvision or timm, or YOLOv8n-cls from Ultralytics, built from its definition (no download).
+
+    Raises ``ValueError`` naming ``pip install`` when the library is missing (check first with
+    ``importlib.util.find_spec(name)``), and for a library this lesson does not know.
+
+    Example:
+        >>> import importlib.util
+        >>> importlib.util.find_spec("torchvision") is None or isinstance(library_model("torchvision"), nn.Module)
+        True
+    """
+    if name not in LIBRARIES:
+        raise ValueError(f"unknown library {name!r}; choose one of {list(LIBRARIES)}")
+    if importlib.util.find_spec(name) is None:
+        raise ValueError(f"{name} is not installed: `pip install {name}` to build its model here")
+    if name == "torchvision":
+        return importlib.import_module("torchvision.models").resnet18(weights=None, num_classes=nc)
+    if name == "timm":
+        return importlib.import_module("timm").create_model("resnet18", pretrained=False, num_classes=nc)
+    tasks = importlib.import_module("ultralytics.nn.tasks")
+    return tasks.ClassificationModel("yolov8n-cls.yaml", nc=nc, verbose=False)

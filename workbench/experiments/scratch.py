@@ -1,0 +1,335 @@
+"""Lesson 5, training from scratch: what the initialisation does, a run that explodes, and its remedies.
+
+Three seeded experiments, each a function returning a small frozen result that prints as a table:
+
+* :func:`init_signal`: the std of every layer's output right after each initialisation, with and
+  without BatchNorm (:func:`~workbench.stability.signal_propagation`), summed up per scheme;
+* :func:`remedies`: the fragile run (SGD at a high LR, no BatchNorm, no clipping, no warmup), then
+  the same run with one remedy at a time, then with all of them (:func:`remedy_setup`);
+* :func:`scratch_vs_pretrained`: the same target task from scratch and from the shipped pretrained
+  weights, with the gradient norms that ``fit`` records per layer.
+
+Example:
+    >>> train, val = lesson_data()
+    >>> len(train), len(val), train.classes
+    (72, 24, ('circle', 'square', 'triangle'))
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from html import escape
+
+import torch
+from torch import nn
+
+from .. import data
+from ..checkpoints import pretrained
+from ..models import INIT_SCHEMES, build_model, init_weights
+from ..schedules import YoloSchedule
+from ..stability import HIGH_LR, STABLE_CLIP, WARMUP_EPOCHS, SignalRow, signal_propagation, without_batchnorm
+from ..training import History, fit
+from ..transfer import transfer
+
+REMEDIES = ("none", "clip", "batchnorm", "lower_lr", "warmup", "all")
+LOWER_LR = 0.01  # YOLO's lr0 for SGD: a hundred times below the fragile run's
+CLASSES = ("circle", "square", "triangle")
+
+
+def lesson_data(n_per_class: int = 32, *, seed: int = 0) -> tuple[data.ImageSet, data.ImageSet]:
+    """The lesson's small target task: three shapes, 32x32, split 75/25 (72 training images for 32 per class)."""
+    return data.split(data.shapes(n_per_class, CLASSES, seed=seed), 0.25, seed=seed)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    cells = [list(header)] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence], caption: str = "") -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<tr>{head}</tr>{body}</table>"
+
+
+# ---------------------------------------------------------------- initialisation
+
+
+@dataclass(frozen=True)
+class SignalSummary:
+    """Per initialisation scheme, with and without BatchNorm: the output std of the first and the last layer.
+
+    ``rows`` are the full :class:`~workbench.stability.SignalRow` list (one per layer call), ready
+    for :func:`workbench.plots.signal_plot`.
+    """
+
+    rows: tuple[SignalRow, ...]
+
+    HEADER = ("init", "BatchNorm", "std first layer", "std last layer", "last / first")
+
+    def std(self, scheme: str, batchnorm: bool, index: int = -1) -> float:
+        """The output std of the layer at position ``index`` (-1: the last) for one scheme and setting."""
+        mine = [r for r in self.rows if r.scheme == scheme and r.batchnorm == batchnorm]
+        if not mine:
+            raise ValueError(f"no rows for scheme={scheme!r}, batchnorm={batchnorm}; the summary has "
+                             f"{sorted({(r.scheme, r.batchnorm) for r in self.rows})}")
+        return mine[index].std
+
+    @property
+    def table(self) -> list[tuple[str, bool, float, float, float]]:
+        keys = list(dict.fromkeys((r.scheme, r.batchnorm) for r in self.rows))
+        out = []
+        for scheme, bn in keys:
+            first, last = self.std(scheme, bn, 0), self.std(scheme, bn, -1)
+            out.append((scheme, bn, first, last, last / first if first > 0 else float("nan")))
+        return out
+
+    def __str__(self) -> str:
+        return _text_table(self.HEADER, self.table)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.HEADER, self.table, "Signal propagation at initialisation")
+
+
+def init_signal(x: torch.Tensor, model: nn.Module | Callable[[], nn.Module] | None = None, *,
+                schemes: Sequence[str] = INIT_SCHEMES, seed: int = 0) -> SignalSummary:
+    """Signal propagation on ``x`` for every scheme, with and without BatchNorm.
+
+    ``model`` defaults to the lesson's ``build_model(nc=3)``; it is copied, never changed.
+
+    Example:
+        >>> summary = init_signal(torch.rand(4, 3, 32, 32), schemes=["kaiming", "zero"])
+        >>> summary.std("zero", batchnorm=False)
+        0.0
+    """
+    model = model if model is not None else build_model(nc=3)
+    return SignalSummary(tuple(signal_propagation(model, x, list(schemes), (True, False), seed=seed)))
+
+
+# ---------------------------------------------------------------- the fragile run and its remedies
+
+
+def remedy_setup(remedy: str = "none", *, nc: int = 3, lr: float = HIGH_LR, scheme: str = "kaiming",
+                 seed: int = 0) -> tuple[nn.Module, dict]:
+    """The fragile run with one remedy: a freshly initialised model and the ``fit`` keyword arguments.
+
+    Every variant starts from the same seed and the same conv weights and trains with SGD.
+    ``"none"``: ``lr`` (1.0) without BatchNorm, clipping or warmup. ``"clip"``: clip the gradient
+    norm at :data:`~workbench.stability.STABLE_CLIP`. ``"batchnorm"``: keep the BatchNorm layers.
+    ``"lower_lr"``: :data:`LOWER_LR` instead of ``lr``. ``"warmup"``: YOLO's warmup
+    (``YoloSchedule("ultralytics")``). ``"all"``: BatchNorm, clipping and warmup at ``lr``.
+    The options hold no ``seed``: pass it to ``fit`` (or to a panel) yourself.
+
+    Example:
+        >>> model, options = remedy_setup("clip")
+        >>> options["clip"], options["lr"]
+        (0.25, 1.0)
+    """
+    if remedy not in REMEDIES:
+        raise ValueError(f"unknown remedy {remedy!r}; choose one of {list(REMEDIES)}")
+    torch.manual_seed(seed)
+    model = init_weights(build_model(nc=nc), scheme)
+    if remedy not in ("batchnorm", "all"):
+        model = without_batchnorm(model)
+    warmup = remedy in ("warmup", "all")
+    options = {"optimizer": "sgd", "lr": LOWER_LR if remedy == "lower_lr" else lr,
+               "clip": STABLE_CLIP if remedy in ("clip", "all") else None,
+               "schedule": YoloSchedule("ultralytics", warmup_epochs=WARMUP_EPOCHS) if warmup else None}
+    return model, options
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _epoch_values(history: History, values: Sequence[float], which: int) -> list[float]:
+    """The values of the first (``which=0``) or last (``-1``) epoch the run took steps in."""
+    if not history.epoch:
+        return []
+    epoch = history.epoch[which]
+    return [v for v, e in zip(values, history.epoch) if e == epoch]
+
+
+@dataclass(frozen=True)
+class RemedyRow:
+    """One variant of the fragile run: how it ended, where it blew up, its loss and its largest gradient norm."""
+
+    remedy: str
+    status: str
+    steps: int
+    stopped_at: int | None
+    layer: str | None
+    first_loss: float | None
+    last_loss: float | None
+    max_grad_norm: float | None
+
+
+@dataclass(frozen=True)
+class RemedyTable:
+    """The fragile run and its remedies, one row each; ``histories`` keeps every run's :class:`History`."""
+
+    rows: tuple[RemedyRow, ...]
+    histories: dict[str, History] = field(default_factory=dict, compare=False, repr=False)
+
+    HEADER = ("remedy", "status", "steps", "blew up at step", "in layer", "loss 1st epoch", "loss last epoch",
+              "max |g|")
+
+    def row(self, remedy: str) -> RemedyRow:
+        found = [r for r in self.rows if r.remedy == remedy]
+        if not found:
+            raise ValueError(f"no run {remedy!r}; this table has {[r.remedy for r in self.rows]}")
+        return found[0]
+
+    def _cells(self) -> list[tuple]:
+        return [(r.remedy, r.status, r.steps, r.stopped_at, r.layer, r.first_loss, r.last_loss, r.max_grad_norm)
+                for r in self.rows]
+
+    def __str__(self) -> str:
+        return _text_table(self.HEADER, self._cells())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.HEADER, self._cells(), "The fragile run, one remedy at a time")
+
+
+def _remedy_row(remedy: str, history: History) -> RemedyRow:
+    bad = history.non_finite
+    return RemedyRow(remedy, history.status, history.step, bad.step if bad else None, bad.layer if bad else None,
+                     _mean(_epoch_values(history, history.loss, 0)), _mean(_epoch_values(history, history.loss, -1)),
+                     max(history.grad_norm) if history.grad_norm else None)
+
+
+def remedies(train, val=None, *, which: Sequence[str] = REMEDIES, epochs: int = 6, batch_size: int = 16,
+             seed: int = 0, lr: float = HIGH_LR) -> RemedyTable:
+    """Train the fragile run and each remedy in ``which`` on the same data and seed (:func:`remedy_setup`).
+
+    Example:
+        >>> train, _ = lesson_data(4)
+        >>> table = remedies(train, which=["all"], epochs=1, batch_size=6)
+        >>> table.row("all").status
+        'completed'
+    """
+    unknown = [name for name in which if name not in REMEDIES]
+    if unknown:
+        raise ValueError(f"unknown remedy {unknown[0]!r}; choose from {list(REMEDIES)}")
+    histories = {}
+    for name in which:
+        model, options = remedy_setup(name, nc=train.nc, lr=lr, seed=seed)
+        histories[name] = fit(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
+                              **options)
+    return RemedyTable(tuple(_remedy_row(n, h) for n, h in histories.items()), histories)
+
+
+# ---------------------------------------------------------------- scratch against pretrained
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of the comparison: losses, validation accuracy, gradient norms and how often clipping acted."""
+
+    run: str
+    epochs: int
+    steps: int
+    first_loss: float | None
+    last_loss: float | None
+    first_val_accuracy: float | None
+    best_val_accuracy: float | None
+    early_grad_norm: float | None  # median total gradient norm over the first epoch
+    late_grad_norm: float | None  # ... over the last epoch
+    clipped: float  # fraction of steps that clipping scaled down
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Scratch against pretrained on the same data and seed; ``histories`` keeps every run's :class:`History`."""
+
+    rows: tuple[RunRow, ...]
+    histories: dict[str, History] = field(default_factory=dict, compare=False, repr=False)
+
+    HEADER = ("run", "epochs", "steps", "loss 1st epoch", "loss last epoch", "val acc 1st epoch", "best val acc",
+              "median |g| 1st epoch", "median |g| last epoch", "clipped steps")
+
+    def row(self, run: str) -> RunRow:
+        found = [r for r in self.rows if r.run == run]
+        if not found:
+            raise ValueError(f"no run {run!r}; this comparison has {[r.run for r in self.rows]}")
+        return found[0]
+
+    def _cells(self) -> list[tuple]:
+        return [(r.run, r.epochs, r.steps, r.first_loss, r.last_loss, r.first_val_accuracy, r.best_val_accuracy,
+                 r.early_grad_norm, r.late_grad_norm, f"{100 * r.clipped:.0f}%") for r in self.rows]
+
+    def __str__(self) -> str:
+        return _text_table(self.HEADER, self._cells())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.HEADER, self._cells(), "Scratch against pretrained, same data and seed")
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _run_row(run: str, epochs: int, history: History) -> RunRow:
+    accuracy = history.val.get("accuracy", [])
+    clipped = sum(c < 1.0 for c in history.clip_coef) / len(history.clip_coef) if history.clip_coef else 0.0
+    return RunRow(run, epochs, history.step, _mean(_epoch_values(history, history.loss, 0)),
+                  _mean(_epoch_values(history, history.loss, -1)), accuracy[0] if accuracy else None,
+                  max(accuracy) if accuracy else None, _median(_epoch_values(history, history.grad_norm, 0)),
+                  _median(_epoch_values(history, history.grad_norm, -1)), clipped)
+
+
+def scratch_vs_pretrained(train, val, *, source: nn.Module | dict | None = None,
+                          build: Callable[[int], nn.Module] | None = None, epochs: int = 4, longer: int = 0,
+                          batch_size: int = 16, seed: int = 0, **fit_options) -> Comparison:
+    """Fine-tune from ``source`` and train from scratch with ``fit``'s defaults, on the same data and seed.
+
+    Args:
+        train, val: the target task (``ImageSet``; the class count is read from ``train``).
+        source: the pretrained model or state_dict (default ``workbench.pretrained("shapes_n")``),
+            copied into the target with :func:`~workbench.transfer` (the head's class layer stays fresh).
+        build: ``nc -> model`` for the target (default ``build_model(nc=nc)``).
+        epochs: epochs of both runs.
+        longer: with ``longer > 1`` a third run trains from scratch ``longer`` times as many epochs.
+        fit_options: passed to :func:`~workbench.fit` (``clip=``, ``optimizer=``, ...).
+
+    Example:
+        >>> train, val = lesson_data(4)
+        >>> result = scratch_vs_pretrained(train, val, epochs=1, batch_size=6)
+        >>> [row.run for row in result.rows]
+        ['pretrained', 'scratch']
+    """
+    if not isinstance(longer, int) or longer < 0:
+        raise ValueError(f"longer must be an integer >= 0 (0 or 1: no longer run; got {longer!r})")
+    build = build or (lambda nc: build_model(nc=nc))
+    source = pretrained("shapes_n") if source is None else source
+    runs = [("pretrained", epochs), ("scratch", epochs)] + ([(f"scratch x{longer}", epochs * longer)]
+                                                            if longer > 1 else [])
+    histories, rows = {}, []
+    for name, run_epochs in runs:
+        torch.manual_seed(seed)
+        model = build(train.nc)
+        if name == "pretrained":
+            transfer(source, model)
+        histories[name] = fit(model, train, val, epochs=run_epochs, batch_size=batch_size, seed=seed,
+                              progress=False, **fit_options)
+        rows.append(_run_row(name, run_epochs, histories[name]))
+    return Comparison(tuple(rows), histories)
