@@ -1,4 +1,5 @@
 """Plots are pure: a report or History in, a figure out whose data is exactly the numbers that went in."""
+import json
 import math
 
 import numpy as np
@@ -114,6 +115,7 @@ def test_grad_heatmap_is_log10_of_the_recorded_norms_with_frozen_layers_blank(sm
     assert list(heat.y) == history.layer_names and list(heat.x) == list(range(1, history.step + 1))
     z = np.array(heat.z, dtype=float)
     assert np.isnan(z[:2]).all()  # layers 0 and 1 are frozen: no gradient
+    json.dumps(heat.z, allow_nan=False)  # gaps are None: a live figure's JSON has no NaN
     np.testing.assert_allclose(z[2:], np.log10(norms[2:]))
     np.testing.assert_allclose(fig.data[1].y, history.grad_norm)
     clipped = [c < 1 for c in history.clip_coef]

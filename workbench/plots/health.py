@@ -27,7 +27,8 @@ MARGIN = dict(l=60, r=30, t=50, b=40)
 def grad_matrix(history: History, max_columns: int = 300) -> tuple[list[int], list[list[float]], list[str]]:
     """Per-layer gradient norms as ``(steps, log10 norms [layer][column], layer names)``, ready for a heatmap.
 
-    A zero norm (a frozen layer has no gradient) becomes NaN, shown as a gap. Runs longer than
+    A zero norm (a frozen layer has no gradient) becomes ``None``, shown as a gap (``None``, not
+    NaN: a live figure sends its data as JSON, which has no NaN). Runs longer than
     ``max_columns`` steps are binned: each column holds its bin's largest norm (spikes stay
     visible) and is labelled with the bin's last step.
     """
@@ -42,7 +43,8 @@ def grad_matrix(history: History, max_columns: int = 300) -> tuple[list[int], li
         steps = list(range(1, n + 1))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(norms > 0, np.log10(norms), np.nan).T
-    return steps, z.tolist(), list(history.layer_names)
+    z = [[None if math.isnan(v) else v for v in row] for row in z.tolist()]
+    return steps, z, list(history.layer_names)
 
 
 def clip_value(history: History) -> float | None:
