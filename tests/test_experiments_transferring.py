@@ -176,3 +176,34 @@ def test_a_summed_first_conv_computes_what_the_source_computes_on_grey_images(so
     assert source.training  # the source's mode is left as it was
     with pytest.raises(ValueError, match="workbench model"):
         T.adapt_channels(TinyResNet())
+
+
+# ----------------------------------------------------------------------------------------------- detectors
+def test_branch_counts_split_a_detect_head_into_box_and_class_branches():
+    target = build_model("n", "detect", nc=3)
+    report = transfer(build_model("n", "detect", nc=10), target, dry_run=True)
+    groups = T.branch_counts(report, 22)
+    assert report.headline == "Transferred 348/354 items from pretrained weights"
+    assert dict(groups["cv2"]) == {"transferred": len(target.layers[22].cv2.state_dict())}
+    assert dict(groups["cv3"]) == {"transferred": 36, "shape_mismatch": 6} and report.counts["shape_mismatch"] == 6
+    assert sorted(r.name for r in report.where("shape_mismatch")) == sorted(
+        f"layers.22.cv3.{i}.2.{t}" for i in range(3) for t in ("weight", "bias"))
+    with pytest.raises(ValueError, match="22"):
+        T.branch_counts(report, 99)
+
+
+def test_branch_counts_on_a_model_the_workbench_did_not_define():
+    report = transfer(TinyResNet(num_classes=10), TinyResNet(num_classes=3), dry_run=True)
+    fc = [i for i, prefix, _, _ in report.layers if prefix == "fc"][0]
+    block = [i for i, prefix, _, _ in report.layers if prefix == "layer2"][0]
+    fc_counts = {part: dict(c) for part, c in T.branch_counts(report, fc).items()}
+    assert fc_counts == {"weight": {"shape_mismatch": 1}, "bias": {"shape_mismatch": 1}}
+    assert set(T.branch_counts(report, block)) >= {"conv1", "bn1"}
+
+
+def test_detector_runs_transfer_then_fine_tune_both_on_the_same_scenes():
+    source = build_model("n", "detect", nc=10)
+    runs = T.detector_runs(source, source_names=wb.data.SOURCE_CLASSES, n_scenes=4, val_scenes=2, epochs=1)
+    assert runs.report.n_transferred == 348 and runs.report.counts["partial"] == 6  # circle rows, by name
+    assert set(runs.mAP50) == {"pretrained", "scratch"} and all(0 <= v <= 1 for v in runs.mAP50.values())
+    assert "348/354" in str(runs) and "scratch" in runs._repr_html_()

@@ -47,6 +47,26 @@ def test_transfer_into_a_three_class_model():
     assert [r.note for r in named.where("partial")] == ["2/3 class rows copied by name"] * 2
 
 
+def test_shipped_detector_reaches_its_recorded_source_map():
+    model = wb.pretrained("shapes_detect_n")
+    info = model.pretrained_info
+    assert info["recipe"] == pretrain.DETECT_RECIPE and info["classes"] == list(wb.data.SOURCE_CLASSES)
+    assert (info["task"], model.nc, info["seed"]) == ("detect", 10, 0) and info["torch_version"]
+    assert inspect_checkpoint(pretrained_path("shapes_detect_n")).tensors == 354
+    measured = pretrain.source_map(model, info["recipe"])
+    assert measured["mAP50"] == pytest.approx(info["source_val_mAP50"], abs=0.01)
+    assert info["source_val_mAP50"] >= 0.8
+
+
+def test_detect_recipe_trains_a_detector_and_records_its_map():
+    model, info = pretrain.pretrain({"n_scenes": 4, "val_scenes": 2, "epochs": 1}, name="shapes_detect_n",
+                                    progress=False)
+    assert model.task == "detect" and model.nc == 10 and 0.0 <= info["source_val_mAP50"] <= 1.0
+    assert info["recipe"]["lr"] == 0.002 and info["recipe"]["n_scenes"] == 4
+    with pytest.raises(ValueError, match="shapes_detect_n"):
+        pretrain.pretrain(name="imagenet")
+
+
 def test_unknown_name_lists_the_choices():
     with pytest.raises(ValueError, match="shapes_n"):
         wb.pretrained("imagenet")

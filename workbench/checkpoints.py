@@ -34,7 +34,8 @@ from .models import build_model
 
 FORMATS = ("safetensors", "torch-zip", "pickle")
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "ema")  # where checkpoints nest their weights
-PRETRAINED = {"shapes_n": "shapes_n.safetensors"}  # shipped in workbench/weights/
+PRETRAINED = {"shapes_n": "shapes_n.safetensors",  # shipped in workbench/weights/
+              "shapes_detect_n": "shapes_detect_n.safetensors"}
 _ZIP_MAGIC, _PICKLE_PROTO = b"PK\x03\x04", 0x80
 _ORDER_KEY = "__state_dict_order__"  # safetensors sorts its entries; the state_dict order is kept here
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
@@ -334,7 +335,8 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     """The model the shipped weights belong to, with them loaded; ``model.pretrained_info`` holds the metadata.
 
     ``pretrained_info`` has the recipe, the class names (``"classes"``), the seed, the source
-    validation accuracy and the torch version that produced the file (``python -m workbench.pretrain``).
+    validation accuracy (``source_val_mAP50`` for the detector ``"shapes_detect_n"``) and the torch
+    version that produced the file (``python -m workbench.pretrain --name NAME``).
 
     Example:
         >>> model = pretrained("shapes_n")

@@ -111,6 +111,8 @@ def scratch_setup(stable: bool, *, nc: int = 3, lr: float = HIGH_LR, scheme: str
                   seed: int = 0) -> tuple[nn.Module, dict]:
     """The lesson's run from scratch: a freshly initialised model and the ``fit`` keyword arguments.
 
+    The options hold no ``seed``, so they also fit ``TrainPanel(model, train, seed=..., **options)``.
+
     Both runs start from the same seed and the same conv weights and train with SGD at the
     same high ``lr``. ``stable=False``: no BatchNorm, no clipping, no warmup, and the run goes
     non-finite within a few dozen steps. ``stable=True``: BatchNorm, clipping at
@@ -125,7 +127,7 @@ def scratch_setup(stable: bool, *, nc: int = 3, lr: float = HIGH_LR, scheme: str
     model = init_weights(build_model(nc=nc), scheme)
     if not stable:
         model = without_batchnorm(model)
-    options = {"optimizer": "sgd", "lr": lr, "seed": seed, "clip": STABLE_CLIP if stable else None,
+    options = {"optimizer": "sgd", "lr": lr, "clip": STABLE_CLIP if stable else None,
                "schedule": YoloSchedule("ultralytics", warmup_epochs=WARMUP_EPOCHS) if stable else None}
     return model, options
 
@@ -147,4 +149,4 @@ def scratch_run(stable: bool, train, val=None, *, epochs: int = 10, batch_size: 
         raise ValueError("pass nc=<number of classes>: train has no class list to count")
     model, options = scratch_setup(stable, nc=nc or train.nc, seed=seed)
     options.update(fit_options)
-    return model, fit(model, train, val, epochs=epochs, batch_size=batch_size, **options)
+    return model, fit(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed, **options)

@@ -9,7 +9,9 @@
 * :func:`shifted_model` and :func:`layer_map_effect`: one inserted layer shifts every index after
   it, name matching drops those layers, and a layer map brings them back;
 * :func:`adapt_channels`: the first conv summed to one input channel computes, on a grey image,
-  exactly what the source computes on that image repeated to three channels.
+  exactly what the source computes on that image repeated to three channels;
+* :func:`branch_counts` and :func:`detector_runs`: the same moment on a detector: only the class
+  branch's last conv is re-initialised, and the transferred detector fine-tunes far past scratch.
 
 Example:
     >>> from workbench import build_model, transfer
@@ -33,11 +35,13 @@ from .. import data
 from ..checkpoints import pretrained
 from ..metrics import evaluate
 from ..models import SCALES, YOLO, Bottleneck, Spec, _backbone, build_model
-from ..training import History, fit
+from ..scenes import shape_scenes
+from ..training import Batches, History, fit
 from ..transfer import TransferReport, adapt_input_conv, source_state, suggest_layer_map, transfer
 from .pretraining import target_data
 
 TARGET_CLASSES = ("triangle", "ring", "halfdisk", "tee")  # as lesson 1: two source classes, two new ones
+DETECT_TARGET = ("circle", "halfdisk", "tee")  # the detector's target: one source class, two new ones
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -412,3 +416,74 @@ def adapt_channels(source=None, *, channels: int = 1, n_per_class: int = 3, seed
         source.train(was_training)
     return ChannelAdaptation(report, (got - expected).abs().max().item(), len(grey))
 
+
+
+# ----------------------------------------------------------------------------------------------- detectors
+def branch_counts(report: TransferReport, layer: int) -> dict[str, Counter]:
+    """The statuses of one numbered layer's entries, grouped by its direct sub-module.
+
+    For a workbench ``Detect`` head, ``cv2`` is the box branch and ``cv3`` the class branch.
+
+    Example:
+        >>> report = transfer(build_model("n", "detect", nc=10), build_model("n", "detect", nc=3), dry_run=True)
+        >>> {part: dict(c) for part, c in branch_counts(report, 22).items()}
+        {'cv2': {'transferred': 42}, 'cv3': {'transferred': 36, 'shape_mismatch': 6}}
+    """
+    prefixes = {index: prefix for index, prefix, _, _ in report.layers}
+    if layer not in prefixes:
+        raise ValueError(f"layer {layer} is not in the report; its layers are {sorted(prefixes)}")
+    groups: dict[str, Counter] = {}
+    for row in report.rows:
+        if row.status != "unused" and row.layer == layer:
+            part = row.name.removeprefix(prefixes[layer] + ".").split(".")[0]
+            groups.setdefault(part, Counter())[row.status] += 1
+    return groups
+
+
+@dataclass(frozen=True, repr=False)
+class DetectorRuns(_Text):
+    """A 3-class detector fine-tuned on a few scenes, from transferred weights and from scratch: mAP@0.5."""
+
+    target_names: tuple[str, ...]
+    n_scenes: int
+    epochs: int
+    report: TransferReport
+    mAP50: dict[str, float]
+
+    def __str__(self) -> str:
+        rows = [(name, f"{score:.3f}") for name, score in self.mAP50.items()]
+        return "\n".join([f"{self.report.headline} ({', '.join(self.target_names)})",
+                          f"fine-tuned on {self.n_scenes} scenes for {self.epochs} epochs:",
+                          _table(("start", "val mAP50"), rows)])
+
+
+def detector_runs(source=None, target_names: Sequence[str] = DETECT_TARGET, *,
+                  source_names: Sequence[str] | None = None, n_scenes: int = 100, val_scenes: int = 100,
+                  epochs: int = 4, seed: int = 0, **fit_options) -> DetectorRuns:
+    """Fine-tune a ``len(target_names)``-class detector twice on the same scenes: transferred and from scratch.
+
+    The transferred model gets the source's weights, with class rows copied by name when the
+    source's class names are known (``source_names`` or ``source.pretrained_info``). Both models are
+    built under ``seed``, trained by :func:`workbench.fit` (AdamW, lr 0.002, batch 8, as the source
+    detector; ``fit_options`` override) and scored by mAP@0.5 on ``val_scenes`` held-out scenes.
+
+    Example:
+        >>> runs = detector_runs(build_model("n", "detect", nc=10), n_scenes=4, val_scenes=2, epochs=1)
+        >>> sorted(runs.mAP50), runs.report.n_transferred
+        (['pretrained', 'scratch'], 348)
+    """
+    source = pretrained("shapes_detect_n") if source is None else source
+    source_names = source_names or getattr(source, "pretrained_info", {}).get("classes")
+    names = (list(source_names), list(target_names)) if source_names else None
+    train = shape_scenes(n_scenes, list(target_names), seed=seed + 1)
+    val = shape_scenes(val_scenes, list(target_names), seed=seed + 10_001)
+    options = {"batch_size": 8, "optimizer": "adamw", "lr": 0.002, "device": "cpu", **fit_options}
+    report, scores = None, {}
+    for start in ("pretrained", "scratch"):
+        torch.manual_seed(seed)
+        model = build_model(getattr(source, "scale", "n"), "detect", nc=len(target_names))
+        if start == "pretrained":
+            report = transfer(source, model, class_names=names)
+        fit(model, train, epochs=epochs, seed=seed, progress=False, **options)
+        scores[start] = evaluate(model, Batches(val, 64, shuffle=False))["mAP50"]
+    return DetectorRuns(tuple(target_names), n_scenes, epochs, report, scores)
