@@ -1,6 +1,7 @@
 """Transfer Workbench: see what pretrained weights, transfer, freezing and warmup do to a network.
 
-The public API is short and flat; each name is a concept the lessons teach.
+The public API is short and flat; each name is a concept the lessons teach. The modules hold
+the rest (``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...).
 
 Example:
     >>> import workbench as wb
@@ -10,23 +11,19 @@ Example:
 """
 from . import data
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
-from .detection import predict
 from .freezing import FreezeReport, bn_drift, freeze, unfreeze
 from .layers import numbered_layers
-from .metrics import evaluate, mean_average_precision
+from .metrics import evaluate
 from .models import build_model, init_weights, layer_table
-from .monitor import GradientMonitor, weight_drift
 from .optim import param_groups
-from .scenes import digit_scenes, shape_scenes
+from .scenes import shape_scenes
 from .schedules import CosineWarmup, OneCycle, YoloSchedule
-from .stability import signal_propagation, without_batchnorm
-from .training import History, fit, pick_device
+from .training import History, fit
 from .transfer import TransferReport, suggest_layer_map, transfer
 
 __all__ = [
     "CosineWarmup",
     "FreezeReport",
-    "GradientMonitor",
     "History",
     "OneCycle",
     "TransferReport",
@@ -34,7 +31,6 @@ __all__ = [
     "bn_drift",
     "build_model",
     "data",
-    "digit_scenes",
     "evaluate",
     "fit",
     "freeze",
@@ -42,19 +38,13 @@ __all__ = [
     "inspect_checkpoint",
     "layer_table",
     "load_weights",
-    "mean_average_precision",
     "numbered_layers",
     "param_groups",
-    "pick_device",
-    "predict",
     "pretrained",
     "save_weights",
     "shape_scenes",
-    "signal_propagation",
     "suggest_layer_map",
     "transfer",
     "unfreeze",
-    "weight_drift",
-    "without_batchnorm",
 ]
 __version__ = "0.1.0"
