@@ -1,7 +1,7 @@
 """Lesson 3 experiments: full vs frozen vs staged from one pretrained start, and the BatchNorm policies."""
 import pytest
 import torch
-from conftest import TinyResNet
+from foreign_models import TinyResNet
 from torch import nn
 
 from workbench import build_model, freeze

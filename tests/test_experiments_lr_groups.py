@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TinyResNet
+from foreign_models import TinyResNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn

@@ -7,7 +7,7 @@ import types
 
 import pytest
 import torch
-from conftest import TinyResNet as ConftestResNet
+from foreign_models import TinyResNet as ConftestResNet
 from torch import nn
 
 from workbench import numbered_layers

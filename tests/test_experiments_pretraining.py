@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import TinyResNet
+from foreign_models import TinyResNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn

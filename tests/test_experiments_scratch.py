@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 import torch
-from conftest import TinyResNet
+from foreign_models import TinyResNet
 from torch import nn
 
 from workbench import build_model, pretrained, transfer

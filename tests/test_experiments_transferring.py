@@ -1,7 +1,7 @@
 """Lesson 2 experiments: the item count decomposed, the ledger verified on tensors, class rows, layer maps, channels."""
 import pytest
 import torch
-from conftest import TinyResNet
+from foreign_models import TinyResNet
 from torch import nn
 
 import workbench as wb

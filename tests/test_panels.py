@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
-from conftest import TinyResNet
+from foreign_models import TinyResNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TinyResNet
+from foreign_models import TinyResNet
 from matplotlib.figure import Figure as MplFigure
 from torch import nn
 
