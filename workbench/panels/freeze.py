@@ -31,8 +31,10 @@ def depth_summary(model: nn.Module, depth: int) -> str:
     layers = numbered_layers(model)
     frozen = sum(p.numel() for layer in layers[:depth] for p in layer.module.parameters())
     total = sum(p.numel() for p in model.parameters())
-    span = "no layer frozen" if depth == 0 else f"layers 0-{depth - 1} frozen ({frozen:,} parameters)"
-    return f"depth={depth}: {span}, {len(layers) - depth} layers trainable ({total - frozen:,} parameters)"
+    which = {0: "no layer", 1: "layer 0"}.get(depth, f"layers 0-{depth - 1}")
+    span = which + " frozen" + (f" ({frozen:,} parameters)" if depth else "")
+    rest = len(layers) - depth
+    return f"depth={depth}: {span}, {rest} layer{'s' * (rest != 1)} trainable ({total - frozen:,} parameters)"
 
 
 def depth_table_html(model: nn.Module, depth: int) -> str:
