@@ -49,8 +49,9 @@ class ImageSet(Dataset):
         return len(self.classes)
 
     def subset(self, index) -> ImageSet:
+        """The rows ``index``, as a set of the same kind."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return ImageSet(self.x[index], self.y[index], self.classes)
+        return type(self)(self.x[index], self.y[index], self.classes)
 
 
 def _masks(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:

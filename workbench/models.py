@@ -238,6 +238,19 @@ class _Channels:
         return self.channels[-1] if j == -1 else self.channels[j + 1]
 
 
+def scale_rules(scale: str):
+    """Ultralytics' scaling rules for one scale: ``w(channels)`` and ``d(repeats)``."""
+    depth, width, max_channels = SCALES[scale]
+
+    def w(c):
+        return int(math.ceil(min(c, max_channels) * width / 8) * 8)
+
+    def d(n):
+        return max(round(n * depth), 1)
+
+    return w, d
+
+
 def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int = 3) -> YOLO:
     """Build a YOLOv8-style model.
 
@@ -259,14 +272,7 @@ def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int 
         raise ValueError(f"nc must be an integer >= 1 (got {nc!r})")
     if not isinstance(ch, int) or ch < 1:
         raise ValueError(f"ch must be an integer >= 1 (got {ch!r})")
-    depth, width, max_channels = SCALES[scale]
-
-    def w(c):
-        return int(math.ceil(min(c, max_channels) * width / 8) * 8)
-
-    def d(n):
-        return max(round(n * depth), 1)
-
+    w, d = scale_rules(scale)
     specs = _backbone(w, d)
     if task == "classify":
         specs.append(Spec(-1, "Classify", (), "head"))

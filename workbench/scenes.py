@@ -14,44 +14,23 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from .data import DIGITS, SHAPES, SOURCE_CLASSES, _background, _foreground, _load_digits, _masks, _resolve
+from .data import DIGITS, SHAPES, SOURCE_CLASSES, ImageSet, _background, _foreground, _load_digits, _masks, _resolve
 
 EMPTY = -1  # the class of a padding slot in ``y``
 
 
-@dataclass(frozen=True)
-class DetectionSet(Dataset):
+class DetectionSet(ImageSet):
     """Scenes ``x`` (N, C, H, W) in [0, 1], padded targets ``y`` (N, M, 5) ``[class, x1, y1, x2, y2]``, class names."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    classes: tuple[str, ...]
 
     def __post_init__(self):
         if self.x.ndim != 4 or self.y.ndim != 3 or self.y.shape[-1] != 5 or len(self.x) != len(self.y):
             raise ValueError(f"x must be (N, C, H, W) and y (N, max_objects, 5); got x {tuple(self.x.shape)}, "
                              f"y {tuple(self.y.shape)}")
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i]
-
-    @property
-    def nc(self) -> int:
-        return len(self.classes)
-
-    def subset(self, index) -> DetectionSet:
-        index = torch.as_tensor(index, dtype=torch.long)
-        return DetectionSet(self.x[index], self.y[index], self.classes)
 
     def objects(self, i: int) -> torch.Tensor:
         """The ``(n, 5)`` targets of scene ``i`` without padding."""

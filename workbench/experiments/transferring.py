@@ -22,7 +22,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from torch import nn
 from .. import data
 from ..checkpoints import pretrained
 from ..metrics import evaluate
-from ..models import SCALES, YOLO, Bottleneck, Spec, _backbone, build_model
+from ..models import SCALES, YOLO, Bottleneck, Spec, _backbone, build_model, scale_rules
 from ..scenes import shape_scenes
 from ..training import Batches, History, fit
 from ..transfer import TransferReport, adapt_input_conv, source_state, suggest_layer_map, transfer
@@ -271,15 +270,7 @@ def shifted_model(insert_at: int = 1, *, block: str = "residual", nc: int = 10, 
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; choose one of {list(BLOCKS)}")
-    depth, width, max_channels = SCALES[scale]
-
-    def w(c):
-        return int(math.ceil(min(c, max_channels) * width / 8) * 8)
-
-    def d(n):
-        return max(round(n * depth), 1)
-
-    specs = _backbone(w, d)
+    specs = _backbone(*scale_rules(scale))
     if not 1 <= insert_at <= len(specs):
         raise ValueError(f"insert_at must be between 1 and {len(specs)} (the backbone has {len(specs)} layers)")
     channels = specs[insert_at - 1].args[0]
