@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_fit import bare_loop  # the same bare loop as bench_fit.py (this folder is on sys.path)
 
 from workbench import build_model, data, fit
 from workbench.monitor import GradientMonitor, clip_coefficient
@@ -32,15 +33,6 @@ from workbench.optim import make_optimizer
 from workbench.training import DEFAULT_CLIP, Batches
 
 LR = 1e-3
-
-
-def bare(model, batches) -> None:
-    optimizer = make_optimizer(model, "adamw", lr=LR)
-    model.train()
-    for x, y in batches.epoch(0):
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
 
 
 def bare_monitored(model, batches) -> None:
@@ -72,7 +64,7 @@ def main() -> None:
     torch.manual_seed(0)
     template = build_model("n", nc=10)
     loops = {
-        "bare": lambda model: bare(model, batches),
+        "bare": lambda model: bare_loop(model, batches, LR),
         "bare+monitor": lambda model: bare_monitored(model, batches),
         "fit": lambda model: fit(model, images, epochs=1, batch_size=args.batch, optimizer="adamw", lr=LR,
                                  device="cpu", progress=False),

@@ -31,6 +31,8 @@ from .training import History, fit
 HIGH_LR = 1.0  # SGD: a hundred times YOLO's lr0 of 0.01
 STABLE_CLIP = 0.25  # gradient norms here start near 30: clipping at 0.25 bounds every step to about lr * 0.25
 WARMUP_EPOCHS = 3.0
+REMEDIES = ("none", "clip", "batchnorm", "lower_lr", "warmup", "all")
+LOWER_LR = 0.01  # YOLO's lr0 for SGD: a hundred times below the fragile run's
 
 
 def without_batchnorm(model: nn.Module) -> nn.Module:
@@ -111,24 +113,44 @@ def scratch_setup(stable: bool, *, nc: int = 3, lr: float = HIGH_LR, scheme: str
                   seed: int = 0) -> tuple[nn.Module, dict]:
     """The lesson's run from scratch: a freshly initialised model and the ``fit`` keyword arguments.
 
-    The options hold no ``seed``, so they also fit ``TrainPanel(model, train, seed=..., **options)``.
-
-    Both runs start from the same seed and the same conv weights and train with SGD at the
-    same high ``lr``. ``stable=False``: no BatchNorm, no clipping, no warmup, and the run goes
-    non-finite within a few dozen steps. ``stable=True``: BatchNorm, clipping at
-    :data:`STABLE_CLIP` and YOLO's warmup (``YoloSchedule("ultralytics")``), and it learns.
+    ``stable=False``: no BatchNorm, no clipping, no warmup, and the run goes non-finite within a
+    few dozen steps. ``stable=True``: BatchNorm, clipping at :data:`STABLE_CLIP` and YOLO's warmup
+    (``YoloSchedule("ultralytics")``), and it learns. The same as ``remedy_setup("none" | "all")``.
 
     Example:
         >>> model, options = scratch_setup(stable=False)
         >>> options["clip"], options["schedule"]
         (None, None)
     """
+    return remedy_setup("all" if stable else "none", nc=nc, lr=lr, scheme=scheme, seed=seed)
+
+
+def remedy_setup(remedy: str = "none", *, nc: int = 3, lr: float = HIGH_LR, scheme: str = "kaiming",
+                 seed: int = 0) -> tuple[nn.Module, dict]:
+    """The fragile run with one remedy: a freshly initialised model and the ``fit`` keyword arguments.
+
+    Every variant starts from the same seed and the same conv weights and trains with SGD.
+    ``"none"``: ``lr`` (1.0) without BatchNorm, clipping or warmup. ``"clip"``: clip the gradient
+    norm at :data:`STABLE_CLIP`. ``"batchnorm"``: keep the BatchNorm layers.
+    ``"lower_lr"``: :data:`LOWER_LR` instead of ``lr``. ``"warmup"``: YOLO's warmup
+    (``YoloSchedule("ultralytics")``). ``"all"``: BatchNorm, clipping and warmup at ``lr``.
+    The options hold no ``seed``: pass it to ``fit`` (or to a panel) yourself.
+
+    Example:
+        >>> model, options = remedy_setup("clip")
+        >>> options["clip"], options["lr"]
+        (0.25, 1.0)
+    """
+    if remedy not in REMEDIES:
+        raise ValueError(f"unknown remedy {remedy!r}; choose one of {list(REMEDIES)}")
     torch.manual_seed(seed)
     model = init_weights(build_model(nc=nc), scheme)
-    if not stable:
+    if remedy not in ("batchnorm", "all"):
         model = without_batchnorm(model)
-    options = {"optimizer": "sgd", "lr": lr, "clip": STABLE_CLIP if stable else None,
-               "schedule": YoloSchedule("ultralytics", warmup_epochs=WARMUP_EPOCHS) if stable else None}
+    warmup = remedy in ("warmup", "all")
+    options = {"optimizer": "sgd", "lr": LOWER_LR if remedy == "lower_lr" else lr,
+               "clip": STABLE_CLIP if remedy in ("clip", "all") else None,
+               "schedule": YoloSchedule("ultralytics", warmup_epochs=WARMUP_EPOCHS) if warmup else None}
     return model, options
 
 

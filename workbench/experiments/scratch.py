@@ -26,14 +26,18 @@ from torch import nn
 
 from .. import data
 from ..checkpoints import pretrained
-from ..models import INIT_SCHEMES, build_model, init_weights
-from ..schedules import YoloSchedule
-from ..stability import HIGH_LR, STABLE_CLIP, WARMUP_EPOCHS, SignalRow, signal_propagation, without_batchnorm
+from ..models import INIT_SCHEMES, build_model
+from ..stability import (  # LOWER_LR, REMEDIES, remedy_setup: the lesson reads them from here
+    HIGH_LR,
+    LOWER_LR,  # noqa: F401
+    REMEDIES,
+    SignalRow,
+    remedy_setup,
+    signal_propagation,
+)
 from ..training import History, fit
 from ..transfer import transfer
 
-REMEDIES = ("none", "clip", "batchnorm", "lower_lr", "warmup", "all")
-LOWER_LR = 0.01  # YOLO's lr0 for SGD: a hundred times below the fragile run's
 CLASSES = ("circle", "square", "triangle")
 
 
@@ -122,35 +126,6 @@ def init_signal(x: torch.Tensor, model: nn.Module | Callable[[], nn.Module] | No
 
 
 # ---------------------------------------------------------------- the fragile run and its remedies
-
-
-def remedy_setup(remedy: str = "none", *, nc: int = 3, lr: float = HIGH_LR, scheme: str = "kaiming",
-                 seed: int = 0) -> tuple[nn.Module, dict]:
-    """The fragile run with one remedy: a freshly initialised model and the ``fit`` keyword arguments.
-
-    Every variant starts from the same seed and the same conv weights and trains with SGD.
-    ``"none"``: ``lr`` (1.0) without BatchNorm, clipping or warmup. ``"clip"``: clip the gradient
-    norm at :data:`~workbench.stability.STABLE_CLIP`. ``"batchnorm"``: keep the BatchNorm layers.
-    ``"lower_lr"``: :data:`LOWER_LR` instead of ``lr``. ``"warmup"``: YOLO's warmup
-    (``YoloSchedule("ultralytics")``). ``"all"``: BatchNorm, clipping and warmup at ``lr``.
-    The options hold no ``seed``: pass it to ``fit`` (or to a panel) yourself.
-
-    Example:
-        >>> model, options = remedy_setup("clip")
-        >>> options["clip"], options["lr"]
-        (0.25, 1.0)
-    """
-    if remedy not in REMEDIES:
-        raise ValueError(f"unknown remedy {remedy!r}; choose one of {list(REMEDIES)}")
-    torch.manual_seed(seed)
-    model = init_weights(build_model(nc=nc), scheme)
-    if remedy not in ("batchnorm", "all"):
-        model = without_batchnorm(model)
-    warmup = remedy in ("warmup", "all")
-    options = {"optimizer": "sgd", "lr": LOWER_LR if remedy == "lower_lr" else lr,
-               "clip": STABLE_CLIP if remedy in ("clip", "all") else None,
-               "schedule": YoloSchedule("ultralytics", warmup_epochs=WARMUP_EPOCHS) if warmup else None}
-    return model, options
 
 
 def _mean(values: Sequence[float]) -> float | None:

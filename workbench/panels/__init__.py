@@ -5,10 +5,9 @@ JSON, ``Panel.from_state(state, ...)`` rebuilds it, and ``hide=[...]`` hides con
 
 Example:
     >>> from workbench import build_model
-    >>> panel = FreezeDepthPreview(build_model())
-    >>> panel.depth.value = 3
-    >>> panel.summary.value
-    'depth=3: layers 0-2 frozen (12,496 parameters), 7 layers trainable (1,438,602 parameters)'
+    >>> panel = FreezePanel(build_model(), steps=0)
+    >>> FreezePanel.from_state(panel.state(), build_model(), steps=0).state() == panel.state()
+    True
 """
 from .base import Panel, Throttle, refresh_figure
 from .compare import RUNS, ComparePanel, paired_runs, setup_run
