@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import pickletools
 import zipfile
@@ -30,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .files import writable_path, write_atomically
 from .models import build_model
 
 FORMATS = ("safetensors", "torch-zip", "pickle")
@@ -99,7 +101,10 @@ def save_weights(source: nn.Module | dict, path: str | Path, *, metadata: dict |
         >>> save_weights(nn.Linear(2, 1), tempfile.mkdtemp() + "/w.safetensors").suffix
         '.safetensors'
     """
-    path = Path(path)
+    path = writable_path(path)
+    metadata = _metadata_strings(metadata)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch dtype such as torch.float16, or None (got {dtype!r})")
     tensors = {}
     seen = set()
     for name, tensor in _state_dict(source).items():
@@ -110,12 +115,30 @@ def save_weights(source: nn.Module | dict, path: str | Path, *, metadata: dict |
             tensor = tensor.clone()  # safetensors stores every tensor on its own: untie shared ones
         seen.add(tensor.data_ptr())
         tensors[name] = tensor.contiguous()
-    metadata = {str(k): json.dumps(v) for k, v in (metadata or {}).items()}
     if path.suffix in (".pt", ".pth"):
-        torch.save({"state_dict": tensors, "metadata": metadata}, path)
+        write_atomically(path, lambda tmp: torch.save({"state_dict": tensors, "metadata": metadata}, tmp))
     else:
-        save_file(tensors, str(path), metadata={**metadata, _ORDER_KEY: json.dumps(list(tensors))})
+        order = {**metadata, _ORDER_KEY: json.dumps(list(tensors))}
+        write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=order))
     return path
+
+
+def _metadata_strings(metadata) -> dict[str, str]:
+    """Every metadata value as its JSON text; a ValueError naming the first key whose value is not JSON-able."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a dict of JSON-serialisable values, got {type(metadata).__name__}")
+    out = {}
+    for key, value in metadata.items():
+        try:
+            out[str(key)] = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"metadata[{key!r}] cannot be saved as JSON ({err}): use str, int, float, bool, None, "
+                             f"lists and dicts of those, e.g. a tensor as tensor.tolist()") from None
+    if _ORDER_KEY in out:
+        raise ValueError(f"metadata key {_ORDER_KEY!r} is reserved by the workbench: rename it")
+    return out
 
 
 def _natural(key: str) -> list:
@@ -133,8 +156,18 @@ def _in_saved_order(tensors: dict, metadata: dict | None) -> dict:
     return {k: tensors[k] for k in order}
 
 
+def _readable(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path must be a file name (str or Path), got {type(path).__name__}")
+    return Path(path)
+
+
 def _sniff(path: Path) -> str:
     """The checkpoint format from its first bytes (``FileNotFoundError`` if there is no file)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: give the path of a .safetensors or .pt")
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; the shipped weights are at pretrained_path('shapes_n')")
     with open(path, "rb") as f:
         head = f.read(9)
     if head.startswith(_ZIP_MAGIC):
@@ -185,7 +218,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         >>> load_weights(path)["w"].tolist()
         [1.0, 1.0]
     """
-    path = Path(path)
+    path = _readable(path)
     kind = _sniff(path)
     if kind == "safetensors":
         try:
@@ -195,17 +228,23 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises its own error types for a bad header or short data
             raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err}); "
                                   "download or save it again") from err
+    return _unwrap(_torch_load(path), path)
+
+
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)``; a refusal is told in our words, never as torch's advice to unpickle."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         info = inspect_checkpoint(path)
         if info.needs_code:
             raise CheckpointError(_needs_code_message(path, info)) from None
-        raise CheckpointError(f"{path} could not be unpickled safely ({err})") from None
+        raise CheckpointError(f"{path} is a pickle that the safe loader cannot read (it uses opcodes or objects a "
+                              "plain state_dict does not need); save its weights again with workbench.save_weights "
+                              "where it was made") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path} is a truncated or corrupt torch checkpoint ({err}); "
-                              "download or save it again") from err
-    return _unwrap(obj, path)
+        raise CheckpointError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}); "
+                              "download or save it again") from None
 
 
 def _needs_code_message(path: Path, info: CheckpointInfo) -> str:
@@ -229,17 +268,14 @@ def read_metadata(path: str | Path) -> dict:
         >>> read_metadata(pretrained_path())["task"]
         'classify'
     """
-    path = Path(path)
+    path = _readable(path)
     if _sniff(path) == "safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
                 return _decode(f.metadata())
         except Exception as err:
             raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err})") from err
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} cannot be read safely ({err}); see workbench.inspect_checkpoint") from err
+    obj = _torch_load(path)
     return _decode(obj.get("metadata")) if isinstance(obj, dict) else {}
 
 
@@ -308,7 +344,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         >>> inspect_checkpoint(path).safe
         True
     """
-    path = Path(path)
+    path = _readable(path)
     kind = _sniff(path)
     if kind == "safetensors":
         try:
@@ -323,7 +359,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
 
 def pretrained_path(name: str = "shapes_n") -> Path:
     """The path of a weights file shipped inside the package."""
-    if name not in PRETRAINED:
+    if not isinstance(name, str) or name not in PRETRAINED:
         raise ValueError(f"unknown pretrained weights {name!r}; choose one of {sorted(PRETRAINED)}")
     path = Path(str(resources.files("workbench") / "weights" / PRETRAINED[name]))
     if not path.exists():

@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +36,15 @@ class ImageSet(Dataset):
     classes: tuple[str, ...]
 
     def __post_init__(self):
+        _check_tensors(self.x, self.y)
         if self.x.ndim != 4 or len(self.x) != len(self.y):
             raise ValueError(f"x must be (N, C, H, W) with one label per image; got x {tuple(self.x.shape)}, "
                              f"y {tuple(self.y.shape)}")
+        object.__setattr__(self, "classes", check_classes(self.classes))
+        if self.y.ndim != 1 or not _integer(self.y):
+            raise ValueError(f"y must be a 1-D tensor of integer class indices (got dtype {self.y.dtype}, shape "
+                             f"{tuple(self.y.shape)}): e.g. y.long()")
+        check_labels(self.y, len(self.classes), "y")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -52,6 +60,57 @@ class ImageSet(Dataset):
         """The rows ``index``, as a set of the same kind."""
         index = torch.as_tensor(index, dtype=torch.long)
         return type(self)(self.x[index], self.y[index], self.classes)
+
+
+def _check_tensors(x, y) -> None:
+    for value, what in ((x, "x"), (y, "y")):
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{what} must be a torch.Tensor, got {type(value).__name__}: e.g. torch.as_tensor({what})")
+    if not x.is_floating_point():
+        raise ValueError(f"x must hold floating-point images in [0, 1] (got dtype {x.dtype}): e.g. x.float() / 255")
+
+
+def _integer(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def check_classes(classes) -> tuple[str, ...]:
+    """The class names as a tuple; a ValueError unless they are distinct strings, at least one."""
+    if isinstance(classes, str) or not isinstance(classes, (tuple, list)):
+        raise ValueError(f"classes must be a list or tuple of class names, got {classes!r}")
+    classes = tuple(classes)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"classes must be a non-empty list of class names (strings), got {classes!r}")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ValueError(f"classes repeats {repeated}: class names must be distinct, one per label index")
+    return classes
+
+
+def check_labels(labels: torch.Tensor, nc: int, what: str, empty: int | None = None) -> None:
+    """Refuse labels outside ``0..nc-1`` (``empty`` also allowed: a padding value), naming the first bad one."""
+    valid = (labels >= 0) & (labels < nc)
+    if empty is not None:
+        valid |= labels == empty
+    if not bool(valid.all()):
+        bad = torch.nonzero(~valid)[0].tolist()
+        where = ", ".join(map(str, bad))
+        raise ValueError(f"{what}[{where}] = {labels[tuple(bad)].item():g} is not a class index: labels must be in "
+                         f"0..{nc - 1} for the {nc} classes" + (f" (or {empty} for an empty slot)" if empty is not None
+                                                                else "") + "; fix the labels or the class names")
+
+
+def _count(value, what: str, lo: int) -> int:
+    """An integer (Python's or numpy's, via ``operator.index``) >= ``lo``, or a ValueError naming ``what``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer >= {lo} (got {value!r})") from None
+    if value < lo:
+        raise ValueError(f"{what} must be an integer >= {lo} (got {value!r})")
+    return value
 
 
 def _masks(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -88,23 +147,31 @@ def _masks(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _resolve(classes, names: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
     if classes is None:
         return default
-    if isinstance(classes, int):
-        if not 1 <= classes <= len(names):
-            raise ValueError(f"classes must be between 1 and {len(names)} (got {classes})")
-        return names[:classes]
+    if isinstance(classes, str):
+        raise ValueError(f"classes must be a count or a list of class names, got the string {classes!r}: "
+                         f"write [{classes!r}]")
+    if not hasattr(classes, "__iter__"):
+        count = _count(classes, "classes (a count)", 1)
+        if count > len(names):
+            raise ValueError(f"classes must be between 1 and {len(names)} (got {count})")
+        return names[:count]
+    classes = tuple(classes)
     unknown = [c for c in classes if c not in names]
     if unknown or not classes:
-        raise ValueError(f"unknown class names {unknown or classes!r}; choose from {names}")
-    return tuple(classes)
+        raise ValueError(f"unknown class names {list(unknown) or classes!r} in classes; choose from {names}")
+    check_classes(classes)
+    return classes
 
 
-def _check_common(n_per_class: int, size: int, gap: float) -> None:
-    if not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be an integer >= 1 (got {n_per_class!r})")
-    if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an integer >= 8 pixels (got {size!r})")
-    if not 0.0 <= gap <= 1.0:
-        raise ValueError(f"gap must be in [0, 1] (0 = source domain, 1 = far from it); got {gap}")
+def _check_gap(gap) -> float:
+    ok = isinstance(gap, (int, float, np.integer, np.floating)) and not isinstance(gap, bool)
+    if not (ok and 0.0 <= gap <= 1.0):
+        raise ValueError(f"gap must be a number in [0, 1] (0 = source domain, 1 = far from it); got {gap!r}")
+    return float(gap)
+
+
+def _check_common(n_per_class, size, gap) -> tuple[int, int, float]:
+    return _count(n_per_class, "n_per_class", 1), _count(size, "size (pixels)", 8), _check_gap(gap)
 
 
 def _background(rng: np.random.Generator, n: int, size: int, gap: float) -> np.ndarray:
@@ -140,7 +207,7 @@ def shapes(n_per_class: int = 100, classes=None, *, size: int = 32, gap: float =
         [0, 0, 1, 1]
     """
     names = _resolve(classes, SHAPES, SOURCE_CLASSES)
-    _check_common(n_per_class, size, gap)
+    n_per_class, size, gap = _check_common(n_per_class, size, gap)
     rng = np.random.default_rng(seed)
     n = n_per_class * len(names)
     labels = np.repeat(np.arange(len(names)), n_per_class)
@@ -175,12 +242,11 @@ def digits(n_per_class: int | None = None, *, size: int = 32, channels: int = 3,
         >>> digits(3, size=16).x.shape
         torch.Size([30, 3, 16, 16])
     """
-    if n_per_class is not None:
-        _check_common(n_per_class, size, gap)
-    else:
-        _check_common(1, size, gap)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3 (got {channels})")
+    per_class, size, gap = _check_common(1 if n_per_class is None else n_per_class, size, gap)
+    n_per_class = None if n_per_class is None else per_class
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3 (got {channels!r})")
+    channels = int(channels)
     images, labels = _load_digits()
     rng = np.random.default_rng(seed)
     if n_per_class is not None:
@@ -221,12 +287,16 @@ def split(data: ImageSet, val_fraction: float = 0.2, *, seed: int = 0) -> tuple[
         >>> len(train), len(val)
         (16, 4)
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (got {val_fraction})")
-    g = torch.Generator().manual_seed(seed)
+    if not isinstance(data, ImageSet):
+        raise ValueError(f"data must be an ImageSet (e.g. from shapes() or digits()), got {type(data).__name__}")
+    ok = isinstance(val_fraction, (float, int, np.floating, np.integer)) and not isinstance(val_fraction, bool)
+    if not (ok and 0.0 < val_fraction < 1.0):
+        raise ValueError(f"val_fraction must be a number between 0 and 1, e.g. 0.2 (got {val_fraction!r})")
+    g = torch.Generator().manual_seed(_count(seed, "seed", 0))
     if data.y.ndim > 1:  # detection scenes: no single label to stratify by
         order = torch.randperm(len(data), generator=g)
         n_val = int(round(len(data) * val_fraction))
+        _check_parts(len(data) - n_val, n_val, len(data), val_fraction, "scenes")
         return data.subset(order[n_val:]), data.subset(order[:n_val])
     train_idx, val_idx = [], []
     for k in range(data.nc):
@@ -235,4 +305,28 @@ def split(data: ImageSet, val_fraction: float = 0.2, *, seed: int = 0) -> tuple[
         n_val = int(round(len(rows) * val_fraction))
         val_idx.append(rows[:n_val])
         train_idx.append(rows[n_val:])
+    n_val = sum(len(v) for v in val_idx)
+    _check_parts(len(data) - n_val, n_val, len(data), val_fraction, "images", _smallest_class(data))
     return data.subset(torch.cat(train_idx)), data.subset(torch.cat(val_idx))
+
+
+def _smallest_class(data: ImageSet) -> int:
+    counts = torch.bincount(data.y, minlength=data.nc)
+    return int(counts[counts > 0].min()) if bool((counts > 0).any()) else 0
+
+
+def _check_parts(n_train: int, n_val: int, n: int, fraction: float, what: str, smallest: int | None = None) -> None:
+    """Refuse a split that leaves the training or the validation part empty, with fractions that would work."""
+    if n_train and n_val:
+        return
+    per = smallest if smallest is not None else n  # rounding happens per class when stratified
+    if per < 2:
+        fix = f"use more {what}: a split needs at least 2 per class" if smallest is not None \
+            else f"use at least 2 {what}"
+    else:
+        lo, hi = math.ceil(1000 / per) / 1000, math.floor(1000 - 1000 / per) / 1000  # round(per * f) in 1..per-1
+        fix = f"choose val_fraction between {lo:g} and {hi:g}"
+        if smallest is not None:
+            fix += f" (the smallest class has {per} {what})"
+    empty = "validation" if not n_val else "training"
+    raise ValueError(f"split(val_fraction={fraction}) of {n} {what} would leave the {empty} part empty: {fix}")

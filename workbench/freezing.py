@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -59,12 +60,28 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module (e.g. build_model(nc=3)), got {type(model).__name__}")
+
+
+def _index(value):
+    """Python's or numpy's integer as an ``int`` (``operator.index``); anything else (bools too) unchanged."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
+
+
 def _check_policy(bn: str) -> None:
-    if bn not in BN_POLICIES:
+    if not isinstance(bn, str) or bn not in BN_POLICIES:
         raise ValueError(f"unknown BatchNorm policy bn={bn!r}; choose one of {list(BN_POLICIES)}")
 
 
 def _check_depth(depth, n_layers: int) -> int:
+    depth = _index(depth)
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= n_layers:
         raise ValueError(f"depth must be an integer in 0..{n_layers} (the model has {n_layers} numbered layers; "
                          f"depth N freezes layers 0..N-1), got {depth!r}")
@@ -72,7 +89,10 @@ def _check_depth(depth, n_layers: int) -> int:
 
 
 def _check_layers(layers: Iterable[int] | int, n_layers: int) -> list[int]:
-    indices = [layers] if isinstance(layers, int) else list(layers)
+    layers = _index(layers)
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, (int, Iterable)):
+        raise ValueError(f"layers must be a layer index or a list of them (0..{n_layers - 1}), got {layers!r}")
+    indices = [layers] if isinstance(layers, int) else [_index(i) for i in layers]
     if not indices:
         raise ValueError(f"layers=[] selects nothing; give indices in 0..{n_layers - 1}")
     for i in indices:
@@ -298,6 +318,7 @@ def freeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int] 
         >>> freeze(model, patterns="layers.0.*").tensors  # conv weight, bn weight, bn bias
         3
     """
+    _check_model(model)
     _check_policy(bn)
     selection = _select(model, depth, layers, patterns)
     params = dict(model.named_parameters())
@@ -341,6 +362,7 @@ def unfreeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int
         >>> report.untouched, model.layers[0].conv.weight.requires_grad
         (('layers.9.linear.bias',), True)
     """
+    _check_model(model)
     selection = _select(model, depth, layers, patterns, everything_if_none=True)
     params = dict(model.named_parameters())
     released, untouched = [], []
@@ -384,9 +406,10 @@ def set_freeze_depth(model: nn.Module, depth: int, bn: str = "eval") -> FreezeRe
         >>> set_freeze_depth(model, 0).tensors == set_freeze_depth(model, 9).tensors
         True
     """
+    _check_model(model)
     _check_policy(bn)
     numbered = numbered_layers(model)
-    _check_depth(depth, len(numbered))
+    depth = _check_depth(depth, len(numbered))
     if _trainable_at(model, depth, bn) == 0:
         raise ValueError(f"freeze depth {depth} would leave no trainable parameter: use a depth <= "
                          f"{len(numbered) - 1}")

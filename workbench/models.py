@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -251,6 +252,17 @@ def scale_rules(scale: str):
     return w, d
 
 
+def _whole(value, what: str) -> int:
+    """An integer >= 1, Python's or numpy's (``operator.index``), or a ValueError naming ``what``."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{what} must be a whole number >= 1 (got {value!r}), e.g. 3")
+    return number
+
+
 def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int = 3) -> YOLO:
     """Build a YOLOv8-style model.
 
@@ -264,14 +276,11 @@ def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int 
         >>> build_model("n", "classify", nc=3).layers[-1].linear.out_features
         3
     """
-    if scale not in SCALES:
+    if not isinstance(scale, str) or scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
-    if not isinstance(nc, int) or nc < 1:
-        raise ValueError(f"nc must be an integer >= 1 (got {nc!r})")
-    if not isinstance(ch, int) or ch < 1:
-        raise ValueError(f"ch must be an integer >= 1 (got {ch!r})")
+    nc, ch = _whole(nc, "nc (number of classes)"), _whole(ch, "ch (input channels)")
     w, d = scale_rules(scale)
     specs = _backbone(w, d)
     if task == "classify":

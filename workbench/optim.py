@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -35,10 +36,29 @@ def tag_of(module: nn.Module, param_name: str) -> str:
     return "weight"
 
 
+def _real(value) -> bool:
+    """A finite real number (numpy's too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not _real(value) or value <= 0:
         raise ValueError(f"{what} must be a number > 0 (got {value!r})")
     return float(value)
+
+
+def _check_group_args(model, weight_decay, lr_mult) -> float:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not _real(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0, e.g. 5e-4 (got {weight_decay!r}); "
+                         "0 turns decay off")
+    if lr_mult is not None and not isinstance(lr_mult, Mapping):
+        raise ValueError(f"lr_mult must be a dict of multipliers by stage or layer, e.g. {{'head': 10}} "
+                         f"(got {lr_mult!r})")
+    if not any(True for _ in model.parameters()):
+        raise ValueError(f"model ({type(model).__name__}) has no parameters to optimise")
+    return float(weight_decay)
 
 
 def _slice_lrs(lr: slice, stages: list[str]) -> dict[str, float]:
@@ -69,15 +89,15 @@ def _layer_scales(layers, lr, lr_mult, layer_decay) -> tuple[list[float], list[s
                 raise ValueError(f"lr_mult names stage {key!r}, but this model's stages are {stages}; "
                                  f"use one of them, or a layer index 0..{len(layers) - 1}")
             by_stage[key] = float(mult)
-        elif isinstance(key, int) and not isinstance(key, bool):
+        elif isinstance(key, numbers.Integral) and not isinstance(key, bool):
             if not 0 <= key < len(layers):
                 raise ValueError(f"lr_mult names layer {key}, but this model has layers 0..{len(layers) - 1}")
-            by_layer[key] = float(mult)
+            by_layer[int(key)] = float(mult)
         else:
             raise ValueError(f"lr_mult keys are stage names {stages} or layer indices (got {key!r})")
     if by_stage and by_layer:
         raise ValueError("lr_mult takes stage names or layer indices, not both")
-    if layer_decay is not None and not (isinstance(layer_decay, (int, float)) and 0 < layer_decay <= 1):
+    if layer_decay is not None and not (_real(layer_decay) and 0 < layer_decay <= 1):
         raise ValueError(f"layer_decay must be in (0, 1] (got {layer_decay!r})")
     n = len(layers)
     lrs, labels = [], []
@@ -120,9 +140,10 @@ def param_groups(model: nn.Module, lr: float | slice, weight_decay: float = 5e-4
         >>> {g["name"]: g["lr"] for g in groups if g["tag"] == "weight"}
         {'weight': 0.01, 'weight/head': 0.1}
     """
+    weight_decay = _check_group_args(model, weight_decay, lr_mult)
     layers = numbered_layers(model)
     lrs, labels = _layer_scales(layers, lr, lr_mult, layer_decay)
-    base_lr = lr.stop if isinstance(lr, slice) else lr
+    base_lr = float(lr.stop if isinstance(lr, slice) else lr)
     prefixes = [(layer.name + ".", k) for k, layer in enumerate(layers) if layer.name]
     groups: dict[tuple[str, str], dict] = {}
     seen: set[int] = set()

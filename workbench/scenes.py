@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import DIGITS, SHAPES, SOURCE_CLASSES, ImageSet, _background, _foreground, _load_digits, _masks, _resolve
+from .data import (DIGITS, SHAPES, SOURCE_CLASSES, ImageSet, _background, _check_gap, _check_tensors, _count,
+                   _foreground, _load_digits, _masks, _resolve, check_classes, check_labels)
 
 EMPTY = -1  # the class of a padding slot in ``y``
 
@@ -28,30 +29,45 @@ class DetectionSet(ImageSet):
     """Scenes ``x`` (N, C, H, W) in [0, 1], padded targets ``y`` (N, M, 5) ``[class, x1, y1, x2, y2]``, class names."""
 
     def __post_init__(self):
+        _check_tensors(self.x, self.y)
         if self.x.ndim != 4 or self.y.ndim != 3 or self.y.shape[-1] != 5 or len(self.x) != len(self.y):
             raise ValueError(f"x must be (N, C, H, W) and y (N, max_objects, 5); got x {tuple(self.x.shape)}, "
                              f"y {tuple(self.y.shape)}")
+        object.__setattr__(self, "classes", check_classes(self.classes))
+        labels = self.y[..., 0]
+        if bool((labels != labels.round()).any()):
+            raise ValueError("y[..., 0] must hold whole class indices (or -1 for an empty slot)")
+        check_labels(labels, len(self.classes), "y[..., 0]", empty=EMPTY)
 
     def objects(self, i: int) -> torch.Tensor:
         """The ``(n, 5)`` targets of scene ``i`` without padding."""
         return self.y[i][self.y[i, :, 0] != EMPTY]
 
 
-def _check(n: int, size: int, gap: float, objects: tuple[int, int], object_size: tuple[float, float]) -> None:
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1 scenes (got {n!r})")
-    if not isinstance(size, int) or size < 32 or size % 32:
+def _check(n, size, gap, objects, object_size) -> tuple[int, int, float, tuple[int, int], tuple[float, float]]:
+    n = _count(n, "n (scenes)", 1)
+    size = _count(size, "size (pixels)", 32)
+    if size % 32:
         raise ValueError(f"size must be a multiple of 32 pixels, e.g. 64 or 96 (the detector's largest stride "
                          f"is 32); got {size!r}")
-    if not 0.0 <= gap <= 1.0:
-        raise ValueError(f"gap must be in [0, 1] (0 = source domain, 1 = far from it); got {gap}")
-    lo, hi = objects
+    gap = _check_gap(gap)
+    objects = _pair(objects, "objects")
+    lo, hi = (_count(v, "objects (min, max)", 1) for v in objects)
     if not 1 <= lo <= hi:
         raise ValueError(f"objects must be (min, max) with 1 <= min <= max; got {objects}")
-    smin, smax = object_size
-    if not 0.0 < smin <= smax <= 0.9 or smin * size < 6:
+    smin, smax = _pair(object_size, "object_size")
+    numbers = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                  for v in (smin, smax))
+    if not numbers or not 0.0 < smin <= smax <= 0.9 or smin * size < 6:
         raise ValueError(f"object_size must be (min, max) fractions of the side with 6 / size <= min <= max <= 0.9; "
                          f"got {object_size}")
+    return n, size, gap, (lo, hi), (float(smin), float(smax))
+
+
+def _pair(value, what: str) -> tuple:
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{what} must be a pair (min, max), got {value!r}")
+    return tuple(value)
 
 
 def _place(rng: np.random.Generator, n: int, size: int, objects, object_size, tries: int = 30) -> list[list]:
@@ -128,7 +144,7 @@ def _paste(values: torch.Tensor, owner: np.ndarray, origin: np.ndarray, n: int, 
 
 
 def _scenes(kind: str, names, n, size, gap, objects, object_size, seed) -> DetectionSet:
-    _check(n, size, gap, tuple(objects), tuple(object_size))
+    n, size, gap, objects, object_size = _check(n, size, gap, objects, object_size)
     rng = np.random.default_rng(seed)
     placed = _place(rng, n, size, objects, object_size)
     owner = np.repeat(np.arange(n), [len(p) for p in placed])

@@ -22,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -45,7 +47,18 @@ class Preview:
 
 
 def _groups(groups: torch.optim.Optimizer | Iterable[dict]) -> list[dict]:
-    return list(groups.param_groups if isinstance(groups, torch.optim.Optimizer) else groups)
+    if isinstance(groups, torch.optim.Optimizer):
+        return list(groups.param_groups)
+    if isinstance(groups, (dict, str)) or not isinstance(groups, Iterable):
+        raise ValueError(f"groups must be an optimizer or a list of group dicts (param_groups(model, lr)), "
+                         f"got {type(groups).__name__}")
+    groups = list(groups)
+    for k, g in enumerate(groups):
+        lr = g.get("initial_lr", g.get("lr")) if isinstance(g, dict) else None
+        if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"groups[{k}] must be a dict with a finite 'lr' >= 0 (as param_groups(model, lr) "
+                             f"gives), got {g if not isinstance(g, dict) else {'lr': g.get('lr')}!r}")
+    return groups
 
 
 def _tag(group: dict) -> str:
@@ -53,10 +66,20 @@ def _tag(group: dict) -> str:
     return group.get("tag", group.get("param_group", "weight"))
 
 
+def _whole(value, what: str, lo: int) -> int:
+    """An integer >= ``lo``, Python's or numpy's (``operator.index``), or a ValueError naming ``what``."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < lo:
+        raise ValueError(f"{what} must be an integer >= {lo} (got {value!r})")
+    return number
+
+
 def _check_run(nb: int, epochs: int) -> None:
-    for value, what in ((nb, "nb (batches per epoch)"), (epochs, "epochs")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{what} must be an integer >= 1 (got {value!r})")
+    _whole(nb, "nb (batches per epoch)", 1)
+    _whole(epochs, "epochs", 1)
 
 
 class Schedule:
@@ -82,7 +105,8 @@ class Schedule:
         ``lr0`` is its ``initial_lr`` if a scheduler set one, else its ``lr``.
         """
         self.check(nb, epochs)
-        groups, n = _groups(groups), nb * epochs
+        groups, nb, epochs = _groups(groups), int(nb), int(epochs)
+        n = nb * epochs
         lr, momentum, curves = {}, {}, {}
         moms = np.array([self.momentum_at(ni, nb, epochs) for ni in range(n)])
         for k, g in enumerate(groups):
@@ -94,6 +118,12 @@ class Schedule:
 
     def apply(self, optimizer: torch.optim.Optimizer, ni: int, nb: int, epochs: int) -> None:
         """Set every group's LR and momentum (or Adam's beta1) for iteration ``ni``; call before the step."""
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(f"optimizer must be a torch optimizer (e.g. make_optimizer(model)), "
+                             f"got {type(optimizer).__name__}")
+        _check_run(nb, epochs)
+        ni, nb, epochs = _whole(ni, "ni (the iteration)", 0), int(nb), int(epochs)
+        _groups(optimizer.param_groups)
         momentum = self.momentum_at(ni, nb, epochs)
         for g in optimizer.param_groups:
             lr0 = g.setdefault("initial_lr", g["lr"])
@@ -114,7 +144,8 @@ class Schedule:
 
 
 def _number(value, what: str, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > lo if lo_open else value >= lo)
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > lo if lo_open else value >= lo))
     if not (ok and value <= hi):
         raise ValueError(f"{what} must be in {'(' if lo_open else '['}{lo}, {hi}] (got {value!r})")
 
@@ -275,7 +306,7 @@ class OneCycle(Schedule):
         _number(self.pct_start, "pct_start", 0.0, 1.0, lo_open=True)
         _number(self.div, "div", 1.0)
         _number(self.div_final, "div_final", 1.0)
-        if len(self.moms) != 3:
+        if not isinstance(self.moms, (tuple, list)) or len(self.moms) != 3:
             raise ValueError(f"moms must be three momentums (start, middle, end), got {self.moms!r}")
         for m in self.moms:
             _number(m, "each of moms", 0.0, 1.0)

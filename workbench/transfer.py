@@ -27,7 +27,9 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -408,13 +410,17 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
         >>> transfer(build_model(nc=10), build_model(nc=10)).n_transferred
         158
     """
+    _check_model(model, "model")
+    if not isinstance(dry_run, bool):
+        raise ValueError(f"dry_run must be True or False (got {dry_run!r})")
+    layer_map = _check_layer_map(layer_map)
     src = {k: (k, v) for k, v in source_state(source).items()}
     src_prefixes = layer_prefixes(source if isinstance(source, nn.Module) else src, like=model)
     layers = numbered_layers(model)
     dst_prefixes = {layer.index: layer.name for layer in layers}
     displaced = {}
     if layer_map:
-        src, displaced = _remap(src, {int(k): int(v) for k, v in layer_map.items()}, src_prefixes, dst_prefixes)
+        src, displaced = _remap(src, layer_map, src_prefixes, dst_prefixes)
     plan = _class_plan(model, src, class_names) if class_names is not None else {}
     rows, load, consumed = _match(model, src, plan, build=not dry_run)
     if load:
@@ -427,8 +433,50 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
             rows.append(Row(name, "unused", None, tuple(tensor.shape), name, src_index(name), tensor.numel(), 0,
                             False, note))
             consumed.add(name)
-    return TransferReport(tuple(rows), tuple((x.index, x.name, x.stage, x.type) for x in layers), dry_run,
-                          dict(layer_map or {}))
+    report = TransferReport(tuple(rows), tuple((x.index, x.name, x.stage, x.type) for x in layers), dry_run,
+                            dict(layer_map or {}))
+    if not dry_run and report.n_items and not report.n_transferred:
+        warnings.warn(_nothing_transferred(report, src), UserWarning, stacklevel=2)
+    return report
+
+
+def _check_model(model, what: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{what} must be the nn.Module to receive the weights (e.g. build_model(nc=3)); "
+                         f"got {type(model).__name__}")
+
+
+def _check_layer_map(layer_map) -> dict[int, int]:
+    """``{source_layer: target_layer}`` with integer keys and values (numpy integers too), or a ValueError."""
+    if layer_map is None:
+        return {}
+    if not isinstance(layer_map, Mapping):
+        raise ValueError(f"layer_map must be a dict {{source_layer: target_layer}}, e.g. {{9: 22}} or "
+                         f"suggest_layer_map(source, model); got {type(layer_map).__name__}")
+    try:
+        return {_layer(k): _layer(v) for k, v in layer_map.items()}
+    except TypeError:
+        raise ValueError(f"layer_map keys and values must be layer indices (integers >= 0), got {dict(layer_map)}; "
+                         "suggest_layer_map(source, model) proposes one") from None
+
+
+def _layer(value) -> int:
+    """A layer index: an integer >= 0, or its decimal string (JSON keys are strings)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or operator.index(value) < 0:
+        raise TypeError
+    return operator.index(value)
+
+
+def _nothing_transferred(report: TransferReport, src: dict) -> str:
+    target = next((r.name for r in report.rows if r.status != "unused"), "?")
+    source = next(iter(src), "?")
+    return (f"{report.headline}: no source entry matched a target entry by name and shape (e.g. target {target!r}, "
+            f"source {source!r}). Likely causes: the source uses another layout (Ultralytics names layer i "
+            f"'model.{{i}}', this workbench 'layers.{{i}}'; a foreign model has its own names), or another "
+            f"architecture (scale, task, channels). Pass layer_map=suggest_layer_map(source, model) to match "
+            f"layers by position and shape, and read report.where('unused') to see what the source holds")
 
 
 def _match(model: nn.Module, src: dict, plan: dict, build: bool):
@@ -527,6 +575,7 @@ def suggest_layer_map(source, model: nn.Module) -> dict[int, int]:
         >>> suggest_layer_map(build_model(nc=10), build_model(nc=3))[9]
         9
     """
+    _check_model(model, "model")
     src = source_state(source)
     a = _signatures(src, layer_prefixes(source if isinstance(source, nn.Module) else src, like=model))
     b = _signatures(model.state_dict(), {layer.index: layer.name for layer in numbered_layers(model)})

@@ -6,6 +6,7 @@ setting ``.value`` or calling ``.click()``.
 
 Example:
     >>> import plotly.graph_objects as go
+import traitlets
     >>> widget = go.FigureWidget(go.Figure(go.Scatter(y=[1, 2])))
     >>> refresh_figure(widget, go.Figure(go.Scatter(y=[3, 4, 5])))
     >>> list(widget.data[0].y)
@@ -14,7 +15,9 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterable
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
+import traitlets
 
 STYLE = {"description_width": "initial"}  # slider descriptions are cut without it
 _SKIP_LAYOUT = ("template",)  # the template never changes between two figures of one plot function
@@ -151,16 +155,88 @@ class Panel(widgets.VBox):
     @classmethod
     def from_state(cls, state: dict | str, *args, **kwargs) -> Panel:
         """Rebuild a panel from :meth:`state` (a dict or its JSON); ``args``/``kwargs`` are what the state
-        cannot hold (the model, the data), as for the constructor."""
-        state = json.loads(state) if isinstance(state, str) else state
-        if state.get("panel", cls.__name__) != cls.__name__:
-            raise ValueError(f"this state belongs to {state['panel']}, not {cls.__name__}: "
-                             f"use {state['panel']}.from_state")
-        controls = dict(state.get("controls", {}))
-        unknown = [name for name in controls if name not in cls.CONTROLS]
-        if unknown:
-            raise ValueError(f"unknown controls {unknown} for {cls.__name__}; it has {list(cls.CONTROLS)}")
-        return cls(*args, seed=state.get("seed", 0), hide=state.get("hide", ()), **controls, **kwargs)
+        cannot hold (the model, the data), as for the constructor.
+
+        A state with unknown keys, a value of the wrong type, or a value a control would clamp to its
+        range is refused with a ``ValueError`` that names it, rather than rebuilt differently.
+        """
+        state = _parse_state(state, cls)
+        controls = state["controls"]
+        _check_types(cls, controls)
+        try:
+            panel = cls(*args, seed=state["seed"], hide=state["hide"], **controls, **kwargs)
+        except traitlets.TraitError as err:
+            raise ValueError(f"state['controls'] holds a value {cls.__name__} refuses ({err}); the controls given "
+                             f"were {controls}: fix the value, or take a fresh state with panel.state()") from None
+        for name, value in controls.items():
+            _check_kept(panel, name, value)
+        return panel
+
+
+STATE_KEYS = ("panel", "seed", "controls", "hide")
+
+
+def _parse_state(state, cls) -> dict:
+    """The state as a dict with every key present, or a ValueError that names what is wrong."""
+    if isinstance(state, (str, bytes)):
+        try:
+            state = json.loads(state)
+        except ValueError as err:
+            raise ValueError(f"state is not valid JSON ({err}): pass panel.state() or json.dumps(panel.state())") \
+                from None
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict (or its JSON) as panel.state() gives, got {type(state).__name__}")
+    unknown = [key for key in state if key not in STATE_KEYS]
+    if unknown:
+        raise ValueError(f"unknown state keys {unknown}; a panel state has {list(STATE_KEYS)}")
+    if state.get("panel", cls.__name__) != cls.__name__:
+        raise ValueError(f"this state belongs to {state['panel']!r}, not {cls.__name__}: use {state['panel']}.from_state")
+    seed, controls, hide = state.get("seed", 0), state.get("controls", {}), state.get("hide", [])
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"state['seed'] must be an integer >= 0, got {seed!r}")
+    if not isinstance(controls, dict):
+        raise ValueError(f"state['controls'] must be a dict {{control: value}}, got {type(controls).__name__}")
+    unknown = [name for name in controls if name not in cls.CONTROLS]
+    if unknown:
+        raise ValueError(f"unknown controls {unknown} for {cls.__name__}; it has {list(cls.CONTROLS)}")
+    if isinstance(hide, str) or not isinstance(hide, (list, tuple)) or not all(isinstance(h, str) for h in hide):
+        raise ValueError(f"state['hide'] must be a list of control names, got {hide!r}")
+    return {"seed": seed, "controls": dict(controls), "hide": list(hide)}
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,),
+          "Iterable": (list, tuple), "list": (list, tuple), "tuple": (list, tuple)}
+
+
+def _check_types(cls, controls: dict) -> None:
+    """Refuse a control value whose type the constructor's annotation does not allow (NaN and inf too)."""
+    params = inspect.signature(cls.__init__).parameters
+    for name, value in controls.items():
+        annotation = params[name].annotation if name in params else inspect.Parameter.empty
+        words = set(str(annotation).replace("[", " ").replace("]", " ").replace("|", " ").split())
+        allowed = tuple({t for w in words for t in _TYPES.get(w, ())})
+        if value is None and "None" in words or not allowed:
+            continue
+        if isinstance(value, bool) and bool not in allowed:
+            allowed = ()
+        if not isinstance(value, allowed) or isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"state['controls'][{name!r}] = {value!r} is not a valid {name} for {cls.__name__} "
+                             f"(expected {annotation})")
+
+
+def _check_kept(panel: Panel, name: str, value) -> None:
+    """Refuse a numeric value that the control clamped to its range (a slider silently moves it)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    kept = getattr(panel, name).value
+    if isinstance(kept, (int, float)) and not math.isclose(kept, value, rel_tol=1e-9, abs_tol=1e-12):
+        widget = getattr(panel, name)
+        lo, hi = getattr(widget, "min", None), getattr(widget, "max", None)
+        if hasattr(widget, "base") and lo is not None:  # a log slider's bounds are exponents
+            lo, hi = widget.base ** lo, widget.base ** hi
+        bounds = f" (range {lo:g}..{hi:g})" if lo is not None and hi is not None else ""
+        raise ValueError(f"state['controls'][{name!r}] = {value!r} is out of {type(panel).__name__}'s range for "
+                         f"{name}{bounds}: the control would show {kept!r}; choose a value in range")
 
 
 class Worker:
