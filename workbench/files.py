@@ -35,9 +35,10 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
     existing file whole, removes the temporary file, and raises an ``OSError`` that names ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())  # as open() would create it
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()  # as open() would create it
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # after writing: a writer may have replaced the file with its own
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)

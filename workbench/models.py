@@ -252,14 +252,14 @@ def scale_rules(scale: str):
     return w, d
 
 
-def _whole(value, what: str) -> int:
+def _whole(value, what: str, meaning: str) -> int:
     """An integer >= 1, Python's or numpy's (``operator.index``), or a ValueError naming ``what``."""
     try:
         number = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
         number = None
     if number is None or number < 1:
-        raise ValueError(f"{what} must be a whole number >= 1 (got {value!r}), e.g. 3")
+        raise ValueError(f"{what} must be an integer >= 1 ({meaning}), e.g. 3; got {value!r}")
     return number
 
 
@@ -280,7 +280,7 @@ def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int 
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
     if not isinstance(task, str) or task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
-    nc, ch = _whole(nc, "nc (number of classes)"), _whole(ch, "ch (input channels)")
+    nc, ch = _whole(nc, "nc", "the number of classes"), _whole(ch, "ch", "input channels")
     w, d = scale_rules(scale)
     specs = _backbone(w, d)
     if task == "classify":

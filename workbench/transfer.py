@@ -471,9 +471,10 @@ def _layer(value) -> int:
 
 def _nothing_transferred(report: TransferReport, src: dict) -> str:
     target = next((r.name for r in report.rows if r.status != "unused"), "?")
-    source = next(iter(src), "?")
+    if not src:
+        return f"{report.headline}: the source holds no tensors; check that it is the checkpoint you meant"
     return (f"{report.headline}: no source entry matched a target entry by name and shape (e.g. target {target!r}, "
-            f"source {source!r}). Likely causes: the source uses another layout (Ultralytics names layer i "
+            f"source {next(iter(src))!r}). Likely causes: the source uses another layout (Ultralytics names layer i "
             f"'model.{{i}}', this workbench 'layers.{{i}}'; a foreign model has its own names), or another "
             f"architecture (scale, task, channels). Pass layer_map=suggest_layer_map(source, model) to match "
             f"layers by position and shape, and read report.where('unused') to see what the source holds")
