@@ -253,7 +253,8 @@ READERS = {"load_weights": lambda path, model: load_weights(path),
            "transfer-dry-run": lambda path, model: transfer(path, model, dry_run=True),
            "suggest_layer_map": lambda path, model: suggest_layer_map(path, model),
            "TransferPanel": _panel}
-PICKLE_CASES = [pytest.param(reader, form, id=f"error-pickle-{reader}-{form}")
+PICKLE_CASES = [pytest.param(reader, form, id=f"{'ok' if reader == 'inspect_checkpoint' else 'error'}-pickle-"
+                                                f"{reader}-{form}")  # inspect_checkpoint reports, never loads
                 for reader in [*READERS, "inspect_checkpoint"] for form in ("zip", "legacy", "raw")]
 
 
