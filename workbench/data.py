@@ -100,17 +100,15 @@ def check_labels(labels: torch.Tensor, nc: int, what: str, empty: int | None = N
                                                                 else "") + "; fix the labels or the class names")
 
 
-def _count(value, what: str, lo: int) -> int:
+def _count(value, what: str, lo: int, unit: str = "") -> int:
     """An integer (Python's or numpy's, via ``operator.index``) >= ``lo``, or a ValueError naming ``what``."""
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
+        number = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
-        raise ValueError(f"{what} must be an integer >= {lo} (got {value!r})") from None
-    if value < lo:
-        raise ValueError(f"{what} must be an integer >= {lo} (got {value!r})")
-    return value
+        number = None
+    if number is None or number < lo:
+        raise ValueError(f"{what} must be an integer >= {lo}{unit} (got {value!r})")
+    return number
 
 
 def _masks(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -151,7 +149,7 @@ def _resolve(classes, names: tuple[str, ...], default: tuple[str, ...]) -> tuple
         raise ValueError(f"classes must be a count or a list of class names, got the string {classes!r}: "
                          f"write [{classes!r}]")
     if not hasattr(classes, "__iter__"):
-        count = _count(classes, "classes (a count)", 1)
+        count = _count(classes, "classes", 1, " (a count) or a list of names")
         if count > len(names):
             raise ValueError(f"classes must be between 1 and {len(names)} (got {count})")
         return names[:count]
@@ -171,7 +169,7 @@ def _check_gap(gap) -> float:
 
 
 def _check_common(n_per_class, size, gap) -> tuple[int, int, float]:
-    return _count(n_per_class, "n_per_class", 1), _count(size, "size (pixels)", 8), _check_gap(gap)
+    return _count(n_per_class, "n_per_class", 1), _count(size, "size", 8, " pixels"), _check_gap(gap)
 
 
 def _background(rng: np.random.Generator, n: int, size: int, gap: float) -> np.ndarray:

@@ -45,8 +45,8 @@ class DetectionSet(ImageSet):
 
 
 def _check(n, size, gap, objects, object_size) -> tuple[int, int, float, tuple[int, int], tuple[float, float]]:
-    n = _count(n, "n (scenes)", 1)
-    size = _count(size, "size (pixels)", 32)
+    n = _count(n, "n", 1, " scenes")
+    size = _count(size, "size", 32, " pixels")
     if size % 32:
         raise ValueError(f"size must be a multiple of 32 pixels, e.g. 64 or 96 (the detector's largest stride "
                          f"is 32); got {size!r}")

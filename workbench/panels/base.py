@@ -6,7 +6,6 @@ setting ``.value`` or calling ``.click()``.
 
 Example:
     >>> import plotly.graph_objects as go
-import traitlets
     >>> widget = go.FigureWidget(go.Figure(go.Scatter(y=[1, 2])))
     >>> refresh_figure(widget, go.Figure(go.Scatter(y=[3, 4, 5])))
     >>> list(widget.data[0].y)
