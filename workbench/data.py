@@ -29,7 +29,17 @@ DIGITS = tuple(str(d) for d in range(10))
 
 @dataclass(frozen=True)
 class ImageSet(Dataset):
-    """Images ``x`` (N, C, H, W, float32 in [0, 1]), labels ``y`` (N,), and the class names."""
+    """Images ``x`` (N, C, H, W, float32 in [0, 1]), labels ``y`` (N,), and the class names.
+
+    Checked when built, before any model sees them: ``x`` floating point, one integer label per
+    image in ``0..nc-1``, class names distinct. A bad label raises a ``ValueError`` naming it.
+
+    Example:
+        >>> ImageSet(torch.zeros(2, 3, 8, 8), torch.tensor([0, -1]), ("cat", "dog"))
+        Traceback (most recent call last):
+        ...
+        ValueError: y[1] = -1 is not a class index: labels must be in 0..1 for the 2 classes; fix the labels or the class names
+    """
 
     x: torch.Tensor
     y: torch.Tensor

@@ -189,7 +189,7 @@ def _parse_state(state, cls) -> dict:
     if unknown:
         raise ValueError(f"unknown state keys {unknown}; a panel state has {list(STATE_KEYS)}")
     if state.get("panel", cls.__name__) != cls.__name__:
-        raise ValueError(f"this state belongs to {state['panel']!r}, not {cls.__name__}: use {state['panel']}.from_state")
+        raise ValueError(f"this state belongs to {state['panel']}, not {cls.__name__}: use {state['panel']}.from_state")
     seed, controls, hide = state.get("seed", 0), state.get("controls", {}), state.get("hide", [])
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"state['seed'] must be an integer >= 0, got {seed!r}")
