@@ -1,4 +1,4 @@
-"""Bad inputs to build_model and the data sets (shapes, digits, split, ImageSet, scenes): refused clearly, nothing changed."""
+"""Bad inputs to build_model and the data sets (shapes, digits, split, ImageSet, scenes): refused, nothing changed."""
 import numpy as np
 import pytest
 import torch

@@ -47,7 +47,7 @@ def run_case(env: dict, call, kind: str, expected, names: tuple[str, ...]):
 
 # ----------------------------------------------------------------------------------------- snapshots
 def model_state(model: nn.Module) -> dict:
-    """Everything a call could change in a model: tensors, requires_grad, grads, modes, freeze marks, patched methods."""
+    """What a call could change in a model: tensors, requires_grad, grads, modes, freeze marks, patched methods."""
     return {
         "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},

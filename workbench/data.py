@@ -35,10 +35,10 @@ class ImageSet(Dataset):
     image in ``0..nc-1``, class names distinct. A bad label raises a ``ValueError`` naming it.
 
     Example:
-        >>> ImageSet(torch.zeros(2, 3, 8, 8), torch.tensor([0, -1]), ("cat", "dog"))
+        >>> ImageSet(torch.zeros(2, 3, 8, 8), torch.tensor([0, -1]), ("cat", "dog"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: y[1] = -1 is not a class index: labels must be in 0..1 for the 2 classes; fix the labels or the class names
+        ValueError: y[1] = -1 is not a class index: labels must be in 0..1 for the 2 classes; ...
     """
 
     x: torch.Tensor

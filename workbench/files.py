@@ -21,7 +21,8 @@ def writable_path(path) -> Path:
         raise ValueError(f"path must be a file name (str or Path), got {type(path).__name__}")
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'w.safetensors'}")
+        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name, "
+                                f"e.g. {path / 'w.safetensors'}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: the folder {path.parent} does not exist; create it first "
                                 f"(Path({str(path.parent)!r}).mkdir(parents=True))")

@@ -19,8 +19,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import (DIGITS, SHAPES, SOURCE_CLASSES, ImageSet, _background, _check_gap, _check_tensors, _count,
-                   _foreground, _load_digits, _masks, _resolve, check_classes, check_labels)
+from .data import (
+    DIGITS,
+    SHAPES,
+    SOURCE_CLASSES,
+    ImageSet,
+    _background,
+    _check_gap,
+    _check_tensors,
+    _count,
+    _foreground,
+    _load_digits,
+    _masks,
+    _resolve,
+    check_classes,
+    check_labels,
+)
 
 EMPTY = -1  # the class of a padding slot in ``y``
 
