@@ -243,7 +243,9 @@ def _torch_load(path: Path):
                               "plain state_dict does not need); save its weights again with workbench.save_weights "
                               "where it was made") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}); "
+        first = (str(err).strip().splitlines() or [""])[0]
+        detail = type(err).__name__ + ("" if "weights_only" in first or not first else f": {first}")
+        raise CheckpointError(f"{path} is a truncated or corrupt torch checkpoint ({detail}); "
                               "download or save it again") from None
 
 
