@@ -3,7 +3,7 @@
 * :func:`compare_freezing`: ``full`` (every layer trains), ``frozen`` (layers ``0..depth-1``
   frozen throughout, YOLOv5's ``--freeze depth``) and ``staged`` (frozen until ``unfreeze_at``,
   then everything trains: ``fit(freeze={0: depth, unfreeze_at: 0})``), all three from the same
-  pretrained start on the same seed and data, through :func:`workbench.panels.paired_runs` as
+  pretrained start on the same seed and data, through :func:`workbench.runs.paired_runs` as
   the compare panel runs them. Each run reports what it trained (parameters), what it cost (a
   measured step time per freeze depth), how far its backbone moved from the pretrained weights,
   and its validation accuracy after every epoch.
@@ -37,8 +37,7 @@ from ..checkpoints import pretrained
 from ..freezing import BN_POLICIES, BNDrift, bn_drift, bn_snapshot, depth_at, set_freeze_depth
 from ..layers import numbered_layers
 from ..monitor import snapshot, weight_drift
-from ..panels import paired_runs, setup_run
-from ..panels.transfer import default_build
+from ..runs import default_build, paired_runs, setup_run
 from ..schedules import CosineWarmup, Schedule
 from ..training import DEFAULT_CLIP, History, step_time
 from .pretraining import TARGET_CLASSES, VAL_PER_CLASS, target_data

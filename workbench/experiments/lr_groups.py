@@ -28,8 +28,7 @@ from ..checkpoints import pretrained
 from ..layers import numbered_layers
 from ..monitor import snapshot, weight_drift
 from ..optim import make_optimizer
-from ..panels import setup_run
-from ..panels.transfer import default_build
+from ..runs import default_build, setup_run
 from ..schedules import Preview, Schedule, YoloSchedule
 from ..training import DEFAULT_CLIP, Batches, History, fit
 from .pretraining import TARGET_CLASSES, VAL_PER_CLASS, target_data

@@ -5,9 +5,8 @@
 * :func:`target_data`: the target task, with the two knobs of the lesson (``n_per_class``, the
   target size, and ``gap`` / ``domain``, how far it is from the source);
 * :func:`compare`: the same target task fine-tuned from the pretrained weights and from scratch,
-  on the same seed and data (through :func:`workbench.panels.paired_runs`, as the panel does);
+  on the same seed and data (through :func:`workbench.runs.paired_runs`, as the panel does);
 * :func:`sweep`: :func:`compare` over the knobs;
-* :class:`TargetPanel`: the knobs above a :class:`~workbench.panels.ComparePanel`.
 
 Every run reports its validation accuracy twice: *as trained* (eval mode, the BatchNorm running
 statistics the run ended with, which is what ``fit`` and Ultralytics report) and *BN
@@ -30,8 +29,6 @@ from dataclasses import dataclass
 from html import escape
 from itertools import product
 
-import ipywidgets as widgets
-import plotly.graph_objects as go
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
@@ -40,9 +37,8 @@ from .. import data
 from ..checkpoints import pretrained
 from ..freezing import unfreeze
 from ..metrics import evaluate
-from ..panels import ComparePanel, Panel, paired_runs
-from ..panels.base import STYLE
-from ..panels.transfer import default_build
+from ..plots.results import sweep_bars
+from ..runs import default_build, paired_runs
 from ..training import DEFAULT_CLIP, Batches, History
 
 TARGET_CLASSES = ("triangle", "ring", "halfdisk", "tee")  # two source classes, two the source never saw
@@ -336,22 +332,9 @@ class Sweep(_Text):
                 for r in self.results]
         return "validation accuracy at the end of each run\n" + _table(header, rows)
 
-    def figure(self, title: str = "Pretrained against scratch over the knobs") -> go.Figure:
-        """Final validation accuracy per setting: solid bars as trained, hatched bars with BN re-estimated."""
-        x = [r.knobs() for r in self.results]
-        colours = {"pretrained": "#1f77b4", "scratch": "#ff7f0e"}
-        fig = go.Figure()
-        for start in STARTS:
-            runs = [getattr(r, start) for r in self.results]
-            fig.add_bar(x=x, y=[run.accuracy for run in runs], name=f"{start}, as trained",
-                        marker_color=colours[start])
-            fig.add_bar(x=x, y=[run.accuracy_bn for run in runs], name=f"{start}, BN re-estimated",
-                        marker=dict(color="white", line=dict(color=colours[start], width=2),
-                                    pattern=dict(shape="/", fgcolor=colours[start])))
-        fig.update_layout(title=title, barmode="group", height=400, yaxis=dict(title="validation accuracy",
-                                                                             range=[0, 1.05]),
-                          legend=dict(orientation="h", y=-0.25), margin=dict(l=60, r=30, t=60, b=40))
-        return fig
+    def figure(self, title: str = "Pretrained against scratch over the knobs"):
+        """Final validation accuracy per setting (:func:`workbench.plots.sweep_bars`)."""
+        return sweep_bars(self.results, STARTS, title=title)
 
 
 def sweep(settings: Iterable[Mapping], **common) -> Sweep:
@@ -379,57 +362,3 @@ def grid(n_per_class: Iterable[int] = (10,), gap: Iterable[float] = (0.0,), doma
         {'domain': 'shapes', 'n_per_class': 10, 'gap': 0.5}
     """
     return [{"domain": d, "n_per_class": n, "gap": g} for d, n, g in product(domain, n_per_class, gap)]
-
-
-# ----------------------------------------------------------------------------------------------- the panel
-class TargetPanel(Panel):
-    """The target task's knobs (domain, target size, gap) above a :class:`~workbench.panels.ComparePanel`.
-
-    Moving a knob makes new target data for the next Run; ``panel.compare`` is the ComparePanel
-    (its ``run()`` trains and returns the histories).
-
-    What to look for: with few images and no gap, the pretrained run is right after an epoch while
-    scratch stays at chance; move the gap up or pick digits and the pretrained lead shrinks.
-
-    Example:
-        >>> from workbench import build_model
-        >>> panel = TargetPanel(n_per_class=4, source=build_model(nc=10))
-        >>> panel.n_per_class.value = 6
-        >>> len(panel.compare.train), panel.compare.runs.value
-        (24, ('pretrained', 'scratch'))
-    """
-
-    CONTROLS = ("domain", "n_per_class", "gap")
-
-    def __init__(self, *, domain: str = "shapes", n_per_class: int = 10, gap: float = 0.0,
-                 classes: Sequence[str] = TARGET_CLASSES, source=None, epochs: int = 6, batch_size: int = 16,
-                 seed: int = 0, hide: Iterable[str] = (), **fit_options):
-        self.classes = tuple(classes)
-        self.domain = widgets.ToggleButtons(options=DOMAINS, value=domain, description="target domain", style=STYLE)
-        self.n_per_class = widgets.IntSlider(value=n_per_class, min=2, max=149, description="images per class",
-                                             style=STYLE, continuous_update=False)
-        self.gap = widgets.FloatSlider(value=gap, min=0.0, max=1.0, step=0.1, description="domain gap",
-                                       style=STYLE, continuous_update=False)
-        self.about = widgets.HTML()
-        train, val = self._data(seed)
-        self.compare = ComparePanel(train, val, source=source, runs=STARTS, epochs=epochs, batch_size=batch_size,
-                                    seed=seed, hide=("depth", "unfreeze_at"), **{"device": "cpu", **fit_options})
-        for control in (self.domain, self.n_per_class, self.gap):
-            control.observe(self._update, names="value")
-        self._describe()
-        knobs = widgets.HBox([self.n_per_class, self.gap])
-        self._finish([self.domain, knobs, self.about, self.compare], seed, hide)
-
-    def _data(self, seed: int):
-        return target_data(self.n_per_class.value, domain=self.domain.value, gap=self.gap.value,
-                           classes=self.classes, seed=seed)
-
-    def _update(self, change=None) -> None:
-        self.compare.train, self.compare.val = self._data(self.seed)
-        self._describe()
-
-    def _describe(self) -> None:
-        train = self.compare.train
-        self.about.value = (f"target: {len(train)} training images of {train.nc} classes "
-                            f"({', '.join(train.classes)}); {len(self.compare.val)} validation images; "
-                            "press Run")
