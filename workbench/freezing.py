@@ -9,12 +9,16 @@ change), and a parameter you froze by hand is never re-enabled.
 BatchNorm policy (``bn=``), for the BatchNorm modules inside what is frozen:
 
 - ``"eval"``: running statistics fixed; the module stays in eval mode whatever ``model.train()``
-  asks (its ``train`` is replaced on the instance), as Ultralytics >= 8.3.99 and Keras do.
+  asks, as Ultralytics >= 8.3.99 and Keras do.
 - ``"train"``: the module follows the model's mode, so its statistics keep drifting (YOLOv5).
 - ``"affine"``: gamma and beta stay trainable, statistics drift (fastai's ``train_bn``).
 - ``"frozen"``: statistics and gamma/beta fixed whatever the mode: its ``forward`` normalises
   with the running statistics even in training mode (timm's ``FrozenBatchNorm2d``), while
   ``module.training`` still follows the model.
+
+The policy is visible: the module's class becomes a subclass that carries it (:class:`PolicyNorm`;
+``BatchNorm2d`` under ``"eval"`` prints as ``EvalBatchNorm2d(..., policy='eval')``), the same
+module object with the same parameters and buffers. ``unfreeze`` gives it its class back.
 
 Example:
     >>> from workbench import build_model
@@ -24,13 +28,14 @@ Example:
     True
     >>> _ = model.train(); model.layers[0].bn.training
     False
+    >>> bn = model.layers[0].bn; type(bn).__name__, repr(bn).endswith("policy='eval')")
+    ('EvalBatchNorm2d', True)
     >>> unfreeze(model).tensors == report.tensors
     True
 """
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -43,7 +48,6 @@ from .layers import layer_index_of, numbered_layers
 
 BN_POLICIES = ("eval", "train", "affine", "frozen")
 _FROZEN = "_workbench_frozen"  # on a module: the local names of its parameters that freeze() turned off
-_POLICY = "_workbench_bn"  # on a BatchNorm module: the policy freeze() gave it
 
 
 # ---------------------------------------------------------------- selection
@@ -144,42 +148,89 @@ def _mark(model: nn.Module, name: str, frozen: bool) -> None:
     setattr(owner, _FROZEN, record)
 
 
-def _train_pinned_eval(module: nn.Module, mode: bool = True) -> nn.Module:
-    """``train()`` of a BatchNorm under the ``"eval"`` policy: it stays in eval mode whatever is asked."""
-    module.training = False
-    return module
+class PolicyNorm:
+    """Base of the BatchNorm classes that carry a policy: ``print(model)`` shows it in the name and the repr.
+
+    :func:`freeze` swaps a BatchNorm's class for a subclass of its own class and this one
+    (``BatchNorm2d`` -> ``EvalBatchNorm2d``); the module object stays the same, so its parameters,
+    buffers, state_dict keys and optimiser references do not change, and ``copy.deepcopy`` and
+    ``model.train()`` keep the policy. :func:`unfreeze` swaps the original class back.
+    """
+
+    policy: str = ""
+    original: type = nn.Module
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, policy={self.policy!r}"
 
 
-def _frozen_forward(module: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """``forward`` of a BatchNorm under the ``"frozen"`` policy: running statistics in any mode, nothing updated."""
-    if module.running_mean is None:  # track_running_stats=False: there is nothing to freeze but gamma/beta
-        return type(module).forward(module, x)
-    module._check_input_dim(x)
-    return F.batch_norm(x, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0,
-                        module.eps)
+class _EvalPolicy(PolicyNorm):
+    """``"eval"``: running statistics fixed; the module stays in eval mode whatever ``train()`` asks."""
+
+    policy = "eval"
+
+    def train(self, mode: bool = True):
+        self.training = False
+        return self
+
+
+class _FrozenPolicy(PolicyNorm):
+    """``"frozen"``: normalises with the running statistics in any mode and updates nothing (timm's FrozenBatchNorm)."""
+
+    policy = "frozen"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.running_mean is None:  # track_running_stats=False: there is nothing to freeze but gamma/beta
+            return super().forward(x)
+        self._check_input_dim(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+class _TrainPolicy(PolicyNorm):
+    policy = "train"
+
+
+class _AffinePolicy(PolicyNorm):
+    policy = "affine"
+
+
+_POLICY_BASES = {p.policy: p for p in (_EvalPolicy, _FrozenPolicy, _TrainPolicy, _AffinePolicy)}
+_POLICY_CLASSES: dict[tuple[type, str], type] = {}
+
+
+def policy_class(norm: type, policy: str) -> type:
+    """The BatchNorm class ``norm`` under ``policy``: ``policy_class(nn.BatchNorm2d, "eval")`` is ``EvalBatchNorm2d``.
+
+    Made once per pair; the classes of torch's BatchNorm are module attributes here, so a pickled
+    model finds them again.
+    """
+    if (norm, policy) not in _POLICY_CLASSES:
+        name = policy.capitalize() + norm.__name__
+        name = name if name not in globals() else f"{name}_{len(_POLICY_CLASSES)}"  # another module's namesake
+        cls = type(name, (_POLICY_BASES[policy], norm), {"original": norm, "__module__": __name__})
+        globals()[name] = _POLICY_CLASSES[norm, policy] = cls
+    return _POLICY_CLASSES[norm, policy]
+
+
+for _norm in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm):
+    for _policy in BN_POLICIES:
+        policy_class(_norm, _policy)
 
 
 def _pin(module: _BatchNorm, policy: str) -> None:
-    setattr(module, _POLICY, policy)
+    module.__class__ = policy_class(type(module), policy)
     if policy == "eval":
-        module.train = functools.partial(_train_pinned_eval, module)
         module.training = False
-    elif policy == "frozen":
-        module.forward = functools.partial(_frozen_forward, module)
 
 
 def _release(module: _BatchNorm, mode: bool) -> None:
-    policy = module.__dict__.pop(_POLICY)
-    if policy == "eval":
-        del module.train
-        module.training = mode
-    elif policy == "frozen":
-        del module.forward
+    module.__class__ = module.original
+    module.training = mode
 
 
 def bn_policy(module: nn.Module) -> str | None:
     """The policy :func:`freeze` gave this BatchNorm module (``None`` if it has none)."""
-    return getattr(module, _POLICY, None)
+    return module.policy if isinstance(module, PolicyNorm) else None
 
 
 # ---------------------------------------------------------------- report
