@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 from torch import nn
 
+from .freezing import bn_policy
 from .layers import numbered_layers
+from .table import Table
 
 # name: (depth multiple, width multiple, max channels), as in Ultralytics' yolov8 scales
 SCALES = {"n": (0.33, 0.25, 1024), "s": (0.33, 0.50, 1024)}
@@ -289,28 +291,25 @@ class LayerRow:
     type: str
     params: int
     trainable: int
+    bn: str = ""  # the BatchNorm policies freeze() gave modules of this layer, e.g. "eval"
 
 
 class LayerTable(list):
-    """Rows of (index, name, stage, type, params, trainable); prints as text and as HTML in Jupyter."""
+    """Rows of :class:`LayerRow`; prints as text and as HTML in Jupyter (a :class:`~workbench.table.Table`)."""
 
-    HEADER = ("index", "name", "stage", "type", "params", "trainable")
+    HEADER = ("index", "name", "stage", "type", "params", "trainable", "bn policy")
+
+    def table(self) -> Table:
+        rows = [dict(zip(self.HEADER, astuple(r))) for r in self]
+        return Table(self.HEADER, rows, footer={"name": "total", "params": self.params, "trainable": self.trainable})
 
     def __str__(self) -> str:
-        rows = [self.HEADER] + [(r.index, r.name, r.stage, r.type, f"{r.params:,}", f"{r.trainable:,}") for r in self]
-        rows.append(("", "total", "", "", f"{self.params:,}", f"{self.trainable:,}"))
-        widths = [max(len(str(row[k])) for row in rows) for k in range(len(self.HEADER))]
-        return "\n".join("  ".join(str(v).rjust(wd) if k in (0, 4, 5) else str(v).ljust(wd)
-                                   for k, (v, wd) in enumerate(zip(row, widths))) for row in rows)
+        return str(self.table())
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
-        body = "".join(f"<tr><td>{r.index}</td><td>{r.name}</td><td>{r.stage}</td><td>{r.type}</td>"
-                       f"<td>{r.params:,}</td><td>{r.trainable:,}</td></tr>" for r in self)
-        foot = f"<tr><th></th><th>total</th><th></th><th></th><th>{self.params:,}</th><th>{self.trainable:,}</th></tr>"
-        return f"<table><tr>{head}</tr>{body}{foot}</table>"
+        return self.table()._repr_html_()
 
     @property
     def params(self) -> int:
@@ -331,8 +330,9 @@ def layer_table(model: nn.Module) -> LayerTable:
     rows = LayerTable()
     for layer in numbered_layers(model):
         params = list(layer.module.parameters())
-        rows.append(LayerRow(layer.index, layer.name, layer.stage, layer.type,
-                             sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)))
+        policies = sorted({bn_policy(m) for m in layer.module.modules()} - {None})
+        rows.append(LayerRow(layer.index, layer.name, layer.stage, layer.type, sum(p.numel() for p in params),
+                             sum(p.numel() for p in params if p.requires_grad), ", ".join(policies)))
     return rows
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from ..checkpoints import pretrained
 from ..freezing import BN_POLICIES, BNDrift, bn_drift, bn_snapshot, depth_at, set_freeze_depth
 from ..layers import numbered_layers
+from ..modes import eval_mode
 from ..monitor import snapshot, weight_drift
 from ..runs import default_build, paired_runs, setup_run
 from ..schedules import CosineWarmup, Schedule
@@ -278,12 +279,11 @@ def layer_output(model: nn.Module, index: int, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"layer index {index} is outside 0..{len(layers) - 1}")
     found = []
     handle = layers[index].module.register_forward_hook(lambda module, args, out: found.append(out.detach()))
-    mode = model.training
     try:
-        model.eval()(x)
+        with eval_mode(model):
+            model(x)
     finally:
         handle.remove()
-        model.train(mode)
     return found[0]
 
 

@@ -34,6 +34,7 @@ from .. import data
 from ..checkpoints import pretrained
 from ..metrics import evaluate
 from ..models import SCALES, YOLO, Bottleneck, Spec, _backbone, build_model, scale_rules
+from ..modes import eval_mode
 from ..scenes import shape_scenes
 from ..training import Batches, History, fit
 from ..transfer import TransferReport, adapt_input_conv, source_state, suggest_layer_map, transfer
@@ -397,14 +398,9 @@ def adapt_channels(source=None, *, channels: int = 1, n_per_class: int = 3, seed
     model = build_model(source.scale, source.task, nc=source.nc, ch=channels)
     report = transfer(source, model)
     grey = data.digits(n_per_class, channels=1, seed=seed)
-    was_training = source.training
-    source.eval(), model.eval()
-    try:
-        with torch.no_grad():
-            expected = source(grey.x.repeat(1, 3, 1, 1))
-            got = model(grey.x.repeat(1, channels, 1, 1))
-    finally:
-        source.train(was_training)
+    with eval_mode(source), eval_mode(model), torch.no_grad():
+        expected = source(grey.x.repeat(1, 3, 1, 1))
+        got = model(grey.x.repeat(1, channels, 1, 1))
     return ChannelAdaptation(report, (got - expected).abs().max().item(), len(grey))
 
 

@@ -17,6 +17,7 @@ from ..runs import RUNS, default_build, default_source, paired_runs
 from ..training import History
 from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
 
+
 class ComparePanel(Panel, Worker):
     """Pretrained vs scratch vs frozen (and staged) on the same seed and data, curves overlaid as they train.
 

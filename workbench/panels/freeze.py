@@ -19,6 +19,7 @@ from torch import nn
 
 from ..freezing import BN_POLICIES, set_freeze_depth
 from ..layers import numbered_layers
+from ..modes import eval_mode
 from ..plots import freeze_map
 from ..training import step_time
 from .base import STYLE, Panel, live_figure, refresh_figure
@@ -78,10 +79,8 @@ def example_batch(model: nn.Module, batch: int = 2, size: int = 32, seed: int = 
                          f"example=(x, y), a small batch of inputs and labels")
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, conv.in_channels, size, size, generator=g)
-    was_training = model.training
-    with torch.no_grad():
-        n_out = model.eval()(x).shape[1]
-    model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        n_out = model(x).shape[1]
     return x, torch.randint(0, n_out, (batch,), generator=g)
 
 
