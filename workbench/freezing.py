@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import layer_index_of, numbered_layers
+from .table import Table
 
 BN_POLICIES = ("eval", "train", "affine", "frozen")
 _FROZEN = "_workbench_frozen"  # on a module: the local names of its parameters that freeze() turned off
@@ -289,25 +290,18 @@ class FreezeReport:
                      f"(e.g. {self.untouched[0]})")
         return text
 
-    def _table(self) -> list[tuple]:
-        return [(r.index, r.name, r.stage, r.type, r.tensors, f"{r.params:,}", f"{r.frozen:,}", f"{r.total:,}", r.bn)
-                for r in self.rows]
-
     HEADER = ("index", "name", "stage", "type", "changed", "changed params", "frozen", "params", "bn")
 
+    def table(self) -> Table:
+        return Table(self.HEADER, [dict(zip(self.HEADER, astuple(r))) for r in self.rows], title=self.summary())
+
     def __str__(self) -> str:
-        rows = [self.HEADER, *self._table()]
-        widths = [max(len(str(row[k])) for row in rows) for k in range(len(self.HEADER))]
-        lines = ["  ".join(str(v).ljust(w) if k in (1, 2, 3) else str(v).rjust(w)
-                           for k, (v, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
-        return "\n".join([self.summary(), *lines])
+        return str(self.table())
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
-        body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in self._table())
-        return f"<p>{self.summary()}</p><table><tr>{head}</tr>{body}</table>"
+        return self.table()._repr_html_()
 
 
 def _report(model, action, selection, bn, changed, untouched, norms) -> FreezeReport:
@@ -511,22 +505,17 @@ class BNDrift(list):
 
     HEADER = ("layer", "name", "mean shift (std0)", "var change", "updates")
 
-    def _table(self) -> list[tuple]:
-        return [("" if r.layer is None else r.layer, r.name, f"{r.mean_shift:.4g}", f"{r.var_change:.4g}",
-                 "" if r.updates is None else r.updates) for r in self]
+    def table(self) -> Table:
+        return Table(self.HEADER, [{"layer": r.layer, "name": r.name, "mean shift (std0)": f"{r.mean_shift:.4g}",
+                                    "var change": f"{r.var_change:.4g}", "updates": r.updates} for r in self])
 
     def __str__(self) -> str:
-        rows = [self.HEADER, *self._table()]
-        widths = [max(len(str(row[k])) for row in rows) for k in range(len(self.HEADER))]
-        return "\n".join("  ".join(str(v).ljust(w) if k == 1 else str(v).rjust(w)
-                                   for k, (v, w) in enumerate(zip(row, widths, strict=True))) for row in rows)
+        return str(self.table())
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
-        body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in self._table())
-        return f"<table><tr>{head}</tr>{body}</table>"
+        return self.table()._repr_html_()
 
     def moved(self) -> list[str]:
         """Names of the BatchNorm modules whose running statistics changed at all."""

@@ -19,8 +19,11 @@ Example:
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from html import escape
+
+_NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$")
 
 
 def cell(value) -> str:
@@ -58,19 +61,17 @@ class Table:
     def _cells(self, row: Mapping) -> list[str]:
         return [cell(row.get(c)) for c in self.columns]
 
-    def _right(self) -> list[bool]:
-        """A column is right-aligned when every value in it is a number (bools and strings are not)."""
-        rows = self.rows + ([self.footer] if self.footer else [])
-        return [all(isinstance(r.get(c), numbers.Number) and not isinstance(r.get(c), bool)
-                    for r in rows if r.get(c) is not None) and any(r.get(c) is not None for r in rows)
-                for c in self.columns]
+    def _right(self, body: list[list[str]]) -> list[bool]:
+        """A column is right-aligned when every filled cell reads as a number ("1,200", "-0.5", "93.1%")."""
+        return [any(row[k] for row in body) and all(_NUMBER.match(row[k]) for row in body if row[k])
+                for k in range(len(self.columns))]
 
     def lines(self) -> Iterator[str]:
         """The text lines: title, header, rows, footer, notes."""
         body = [list(self.columns)] + [self._cells(r) for r in self.rows] + (
             [self._cells(self.footer)] if self.footer else [])
         widths = [max(len(row[k]) for row in body) for k in range(len(self.columns))]
-        right = self._right()
+        right = self._right(body[1:])
         if self.title:
             yield self.title
         for row in body:

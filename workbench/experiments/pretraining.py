@@ -26,7 +26,6 @@ import copy
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
 from itertools import product
 
 import torch
@@ -39,22 +38,13 @@ from ..freezing import unfreeze
 from ..metrics import evaluate
 from ..plots.results import sweep_bars
 from ..runs import default_build, paired_runs
+from ..table import Table, TextResult
 from ..training import DEFAULT_CLIP, Batches, History
 
 TARGET_CLASSES = ("triangle", "ring", "halfdisk", "tee")  # two source classes, two the source never saw
 DOMAINS = ("shapes", "digits")
 VAL_PER_CLASS = 25
 STARTS = ("pretrained", "scratch")
-
-
-class _Text:
-    """A result shown as its text: preformatted in Jupyter, plain in a console."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
 
 
 # ----------------------------------------------------------------------------------------------- the weights
@@ -70,7 +60,7 @@ class Entry:
 
 
 @dataclass(frozen=True, repr=False)
-class WeightsSummary(_Text):
+class WeightsSummary(TextResult):
     """What a set of pretrained weights is: a few entries, the counts, and the metadata stored beside them."""
 
     entries: tuple[Entry, ...]
@@ -90,11 +80,10 @@ class WeightsSummary(_Text):
         lines = [f"{self.n_items} state_dict entries: {self.n_parameters} parameters ({self.parameter_values:,} "
                  f"values) + {self.n_buffers} buffers ({self.buffer_values:,} values, "
                  f"{self.n_num_batches_tracked} of them num_batches_tracked)", ""]
-        width = max(len(e.name) for e in self.entries)
-        for e in self.entries:
-            values = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in e.values)
-            lines.append(f"  {e.name:<{width}}  {e.kind:<9}  {str(e.shape):<14} {e.dtype:<7}  [{values}"
-                         + (", ...]" if len(e.values) > 1 else "]"))
+        entries = [{"name": e.name, "kind": e.kind, "shape": str(e.shape), "dtype": e.dtype,
+                    "first values": "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in e.values)
+                    + (", ...]" if len(e.values) > 1 else "]")} for e in self.entries]
+        lines += list(Table(("name", "kind", "shape", "dtype", "first values"), entries, indent=2).lines())
         if self.metadata:
             lines += ["", "metadata stored with the weights:"]
             lines += [f"  {k}: {_short(v)}" for k, v in self.metadata.items()]
@@ -217,7 +206,7 @@ def bn_reestimated_accuracy(model: nn.Module, train, val, batch_size: int = 16) 
 
 
 @dataclass(frozen=True, repr=False)
-class Comparison(_Text):
+class Comparison(TextResult):
     """Pretrained against scratch on one target task: the knobs, then one :class:`Run` each."""
 
     domain: str
@@ -250,19 +239,15 @@ class Comparison(_Text):
     def __str__(self) -> str:
         header = ("start", "val acc (as trained)", "val acc (BN re-estimated)", "per epoch", "mean loss",
                   "median grad norm", "clipped steps")
-        rows = [(r.start, f"{r.accuracy:.3f}", f"{r.accuracy_bn:.3f}", " ".join(f"{a:.2f}" for a in r.curve),
-                 f"{r.mean_loss:.3f}", f"{r.median_grad_norm:.2f}", f"{100 * r.clipped:.0f}%")
-                for r in (self.pretrained, self.scratch)]
+        rows = [{"start": r.start, "val acc (as trained)": f"{r.accuracy:.3f}",
+                 "val acc (BN re-estimated)": f"{r.accuracy_bn:.3f}",
+                 "per epoch": " ".join(f"{a:.2f}" for a in r.curve),
+                 "mean loss": f"{r.mean_loss:.3f}", "median grad norm": f"{r.median_grad_norm:.2f}",
+                 "clipped steps": f"{100 * r.clipped:.0f}%"} for r in (self.pretrained, self.scratch)]
         steps = self.pretrained.history.step
-        return "\n".join([f"{self.knobs()}: {self.epochs} epochs, {steps} steps each", _table(header, rows),
-                          f"advantage of pretrained: {self.advantage:+.3f} as trained, "
-                          f"{self.feature_advantage:+.3f} with BN re-estimated"])
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    cells = [list(header)] + [list(map(str, row)) for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    return "\n".join("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+        return str(Table(header, rows, indent=2, title=f"{self.knobs()}: {self.epochs} epochs, {steps} steps each",
+                         notes=[f"advantage of pretrained: {self.advantage:+.3f} as trained, "
+                                f"{self.feature_advantage:+.3f} with BN re-estimated"]))
 
 
 def compare(n_per_class: int = 10, *, domain: str = "shapes", gap: float = 0.0,
@@ -310,7 +295,7 @@ def compare(n_per_class: int = 10, *, domain: str = "shapes", gap: float = 0.0,
 
 
 @dataclass(frozen=True, repr=False)
-class Sweep(_Text):
+class Sweep(TextResult):
     """:func:`compare` over the knobs: one :class:`Comparison` per setting."""
 
     results: tuple[Comparison, ...]
@@ -327,10 +312,12 @@ class Sweep(_Text):
     def __str__(self) -> str:
         header = ("target", "pretrained", "scratch", "advantage", "pretrained (BN re-est.)", "scratch (BN re-est.)",
                   "advantage (BN re-est.)")
-        rows = [(r.knobs(), f"{r.pretrained.accuracy:.3f}", f"{r.scratch.accuracy:.3f}", f"{r.advantage:+.3f}",
-                 f"{r.pretrained.accuracy_bn:.3f}", f"{r.scratch.accuracy_bn:.3f}", f"{r.feature_advantage:+.3f}")
-                for r in self.results]
-        return "validation accuracy at the end of each run\n" + _table(header, rows)
+        rows = [{"target": r.knobs(), "pretrained": f"{r.pretrained.accuracy:.3f}",
+                 "scratch": f"{r.scratch.accuracy:.3f}", "advantage": f"{r.advantage:+.3f}",
+                 "pretrained (BN re-est.)": f"{r.pretrained.accuracy_bn:.3f}",
+                 "scratch (BN re-est.)": f"{r.scratch.accuracy_bn:.3f}",
+                 "advantage (BN re-est.)": f"{r.feature_advantage:+.3f}"} for r in self.results]
+        return str(Table(header, rows, indent=2, title="validation accuracy at the end of each run"))
 
     def figure(self, title: str = "Pretrained against scratch over the knobs"):
         """Final validation accuracy per setting (:func:`workbench.plots.sweep_bars`)."""
