@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import layer_index_of, numbered_layers
-from .table import Table
+from .table import Table, TableResult
 
 BN_POLICIES = ("eval", "train", "affine", "frozen")
 _FROZEN = "_workbench_frozen"  # on a module: the local names of its parameters that freeze() turned off
@@ -251,8 +251,8 @@ class FreezeRow:
     bn: int  # BatchNorm modules given (freeze) or released from (unfreeze) a policy by this call
 
 
-@dataclass(frozen=True)
-class FreezeReport:
+@dataclass(frozen=True, repr=False)
+class FreezeReport(TableResult):
     """What a :func:`freeze` or :func:`unfreeze` call changed, per layer; prints as text and as HTML."""
 
     action: str  # "freeze", "unfreeze" or "set depth"
@@ -292,16 +292,8 @@ class FreezeReport:
 
     HEADER = ("index", "name", "stage", "type", "changed", "changed params", "frozen", "params", "bn")
 
-    def table(self) -> Table:
+    def as_table(self) -> Table:
         return Table(self.HEADER, [dict(zip(self.HEADER, astuple(r))) for r in self.rows], title=self.summary())
-
-    def __str__(self) -> str:
-        return str(self.table())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()
 
 
 def _report(model, action, selection, bn, changed, untouched, norms) -> FreezeReport:
@@ -500,22 +492,14 @@ class BNDriftRow:
     updates: int | None
 
 
-class BNDrift(list):
+class BNDrift(TableResult, list):
     """Rows of :class:`BNDriftRow`, one per BatchNorm with running statistics; prints as text and HTML."""
 
     HEADER = ("layer", "name", "mean shift (std0)", "var change", "updates")
 
-    def table(self) -> Table:
+    def as_table(self) -> Table:
         return Table(self.HEADER, [{"layer": r.layer, "name": r.name, "mean shift (std0)": f"{r.mean_shift:.4g}",
                                     "var change": f"{r.var_change:.4g}", "updates": r.updates} for r in self])
-
-    def __str__(self) -> str:
-        return str(self.table())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()
 
     def moved(self) -> list[str]:
         """Names of the BatchNorm modules whose running statistics changed at all."""

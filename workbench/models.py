@@ -20,7 +20,7 @@ from torch import nn
 
 from .freezing import bn_policy
 from .layers import numbered_layers
-from .table import Table
+from .table import Table, TableResult
 
 # name: (depth multiple, width multiple, max channels), as in Ultralytics' yolov8 scales
 SCALES = {"n": (0.33, 0.25, 1024), "s": (0.33, 0.50, 1024)}
@@ -294,22 +294,14 @@ class LayerRow:
     bn: str = ""  # the BatchNorm policies freeze() gave modules of this layer, e.g. "eval"
 
 
-class LayerTable(list):
+class LayerTable(TableResult, list):
     """Rows of :class:`LayerRow`; prints as text and as HTML in Jupyter (a :class:`~workbench.table.Table`)."""
 
     HEADER = ("index", "name", "stage", "type", "params", "trainable", "bn policy")
 
-    def table(self) -> Table:
+    def as_table(self) -> Table:
         rows = [dict(zip(self.HEADER, astuple(r))) for r in self]
         return Table(self.HEADER, rows, footer={"name": "total", "params": self.params, "trainable": self.trainable})
-
-    def __str__(self) -> str:
-        return str(self.table())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()
 
     @property
     def params(self) -> int:

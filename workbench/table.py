@@ -2,6 +2,7 @@
 
 Rows are mappings of column name to value (a dataclass row gives one with ``asdict``);
 numbers are right-aligned, ints get thousands separators, floats three significant digits,
+bools yes/no,
 and a string is shown as it is (format it yourself where the default does not fit).
 :class:`TextResult` is the mixin of results that compose several tables and lines: their text,
 preformatted in Jupyter.
@@ -27,10 +28,12 @@ _NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$")
 
 
 def cell(value) -> str:
-    """How a value is shown in a table: ints with separators, floats to three significant digits, None empty."""
+    """A value as a table shows it: ints with separators, floats to 3 significant digits, yes/no, None empty."""
     if value is None:
         return ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, numbers.Number):
         return str(value)
     if isinstance(value, numbers.Integral):
         return f"{value:,}"
@@ -44,19 +47,21 @@ class Table:
         columns: the column names, in order.
         rows: one mapping per row (missing columns show empty).
         title: a line above the table (the HTML caption).
+        caption: the HTML caption when there is no title (the text shows none).
         notes: lines below it.
         indent: spaces before every text line of the table.
         footer: a last row set apart (totals).
     """
 
     def __init__(self, columns: Sequence[str], rows: Iterable[Mapping] = (), *, title: str = "",
-                 notes: Sequence[str] = (), indent: int = 0, footer: Mapping | None = None):
+                 notes: Sequence[str] = (), indent: int = 0, footer: Mapping | None = None, caption: str = ""):
         self.columns = tuple(columns)
         self.rows = [dict(row) for row in rows]
         unknown = {k for row in self.rows for k in row} - set(self.columns)
         if unknown:
             raise ValueError(f"rows name columns {sorted(unknown)} that the table does not have: {self.columns}")
         self.title, self.notes, self.indent, self.footer = title, tuple(notes), indent, footer
+        self.caption = title or caption
 
     def _cells(self, row: Mapping) -> list[str]:
         return [cell(row.get(c)) for c in self.columns]
@@ -85,7 +90,7 @@ class Table:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
+        caption = f"<caption>{escape(self.caption)}</caption>" if self.caption else ""
         head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in self._cells(r)) + "</tr>"
                        for r in self.rows)
@@ -93,6 +98,22 @@ class Table:
                 if self.footer else "")
         notes = "".join(f"<p>{escape(n)}</p>" for n in self.notes)
         return f"<table>{caption}<tr>{head}</tr>{body}{foot}</table>{notes}"
+
+
+class TableResult:
+    """A result shown as the :class:`Table` its ``as_table()`` returns, as text and as HTML."""
+
+    def as_table(self) -> Table:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return str(self.as_table())
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return self.as_table()._repr_html_()
 
 
 class TextResult:
