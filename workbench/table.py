@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from html import escape
 
 _NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$")
@@ -48,20 +48,26 @@ class Table:
         rows: one mapping per row (missing columns show empty).
         title: a line above the table (the HTML caption).
         caption: the HTML caption when there is no title (the text shows none).
+        row_style: ``row -> CSS`` for a row's HTML (a colour by status, a shade for frozen layers).
         notes: lines below it.
         indent: spaces before every text line of the table.
         footer: a last row set apart (totals).
     """
 
     def __init__(self, columns: Sequence[str], rows: Iterable[Mapping] = (), *, title: str = "",
-                 notes: Sequence[str] = (), indent: int = 0, footer: Mapping | None = None, caption: str = ""):
+                 notes: Sequence[str] = (), indent: int = 0, footer: Mapping | None = None, caption: str = "",
+                 row_style: Callable[[Mapping], str] | None = None):
         self.columns = tuple(columns)
         self.rows = [dict(row) for row in rows]
         unknown = {k for row in self.rows for k in row} - set(self.columns)
         if unknown:
             raise ValueError(f"rows name columns {sorted(unknown)} that the table does not have: {self.columns}")
         self.title, self.notes, self.indent, self.footer = title, tuple(notes), indent, footer
-        self.caption = title or caption
+        self.caption, self.row_style = title or caption, row_style
+
+    def _tr(self, row: Mapping) -> str:
+        style = self.row_style(row) if self.row_style else ""
+        return f"<tr style='{escape(style)}'>" if style else "<tr>"
 
     def _cells(self, row: Mapping) -> list[str]:
         return [cell(row.get(c)) for c in self.columns]
@@ -92,7 +98,7 @@ class Table:
     def _repr_html_(self) -> str:
         caption = f"<caption>{escape(self.caption)}</caption>" if self.caption else ""
         head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in self._cells(r)) + "</tr>"
+        body = "".join(self._tr(r) + "".join(f"<td>{escape(v)}</td>" for v in self._cells(r)) + "</tr>"
                        for r in self.rows)
         foot = ("<tr>" + "".join(f"<th>{escape(v)}</th>" for v in self._cells(self.footer)) + "</tr>"
                 if self.footer else "")

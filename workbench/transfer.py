@@ -45,6 +45,8 @@ from .models import Detect
 from .table import Table
 
 STATUSES = ("transferred", "partial", "adapted", "shape_mismatch", "missing_in_source", "unused")
+STATUS_COLOURS = {"transferred": "#d9f2d9", "partial": "#fff2cc", "adapted": "#dbe9ff", "shape_mismatch": "#f8d0d0",
+                  "missing_in_source": "#eeeeee", "unused": "#f4f4f4"}
 _NUMBERED = re.compile(r"^((?:layers|model)\.\d+)\.")
 
 
@@ -189,10 +191,11 @@ class TransferReport:
         return Table(header, rows, indent=2, title="Per layer:")
 
     def detail_table(self) -> Table:
-        """Every entry that did not transfer whole, with its shapes."""
+        """Every entry that did not transfer whole, with its shapes (coloured by status in HTML)."""
         rows = [{"status": r.status, "entry": r.name, "shapes": _shapes(r), "note": r.note}
                 for r in self._detail_rows()]
-        return Table(("status", "entry", "shapes", "note"), rows, indent=2, title="Not transferred whole:")
+        return Table(("status", "entry", "shapes", "note"), rows, indent=2, title="Not transferred whole:",
+                     row_style=lambda row: f"background:{STATUS_COLOURS[row['status']]}")
 
     def __str__(self) -> str:
         parts = ["\n".join(self._summary_lines()), str(self.layer_table())]
@@ -204,12 +207,8 @@ class TransferReport:
         return f"TransferReport({self.headline!r}, coverage={100 * self.coverage:.1f}%)"
 
     def _repr_html_(self) -> str:
-        colours = {"transferred": "#d9f2d9", "partial": "#fff2cc", "adapted": "#dbe9ff", "shape_mismatch": "#f8d0d0",
-                   "missing_in_source": "#eeeeee", "unused": "#f4f4f4"}
         summary = "<br>".join(escape(line) for line in self._summary_lines())
         details = self.detail_table()._repr_html_()
-        for status, colour in colours.items():  # colour each detail row by its status
-            details = details.replace(f"<tr><td>{status}</td>", f"<tr style='background:{colour}'><td>{status}</td>")
         return (f"<div><b>{summary}</b>{self.layer_table()._repr_html_()}"
                 f"<details><summary>entries not transferred whole</summary>{details}</details></div>")
 

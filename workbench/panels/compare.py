@@ -14,6 +14,7 @@ from torch import nn
 from ..layers import numbered_layers
 from ..plots import compare_runs
 from ..runs import RUNS, default_build, default_source, paired_runs
+from ..table import Table
 from ..training import History
 from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
 
@@ -112,15 +113,14 @@ class ComparePanel(Panel, Worker):
         for name, history in self.histories.items():
             accuracy = history.val.get("accuracy", [])
             model = self.models.get(name)
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if model is not None else 0
-            rows.append(f"<tr><td>{name}</td><td>{history.status}</td><td>{history.step}</td>"
-                        f"<td>{history.loss[-1] if history.loss else float('nan'):.4f}</td>"
-                        f"<td>{accuracy[-1] if accuracy else float('nan'):.3f}</td>"
-                        f"<td>{max(accuracy) if accuracy else float('nan'):.3f}</td>"
-                        f"<td>{trainable:,}</td><td>{history.seconds:.1f}</td></tr>")
-        head = "".join(f"<th>{h}</th>" for h in ("run", "status", "steps", "last loss", "val accuracy", "best",
-                                                 "trainable at end", "seconds"))
-        return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+            rows.append({"run": name, "status": history.status, "steps": history.step,
+                         "last loss": f"{history.loss[-1]:.4f}" if history.loss else None,
+                         "val accuracy": f"{accuracy[-1]:.3f}" if accuracy else None,
+                         "best": f"{max(accuracy):.3f}" if accuracy else None,
+                         "trainable at end": sum(p.numel() for p in model.parameters() if p.requires_grad)
+                         if model is not None else 0, "seconds": f"{history.seconds:.1f}"})
+        return Table(("run", "status", "steps", "last loss", "val accuracy", "best", "trainable at end", "seconds"),
+                     rows)._repr_html_()
 
     def _failed(self, err: BaseException) -> None:
         self.status.value = f"<span style='color:#b00'>training failed: {html.escape(repr(err), quote=False)}</span>"
