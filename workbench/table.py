@@ -106,6 +106,21 @@ class Table:
         return f"<table>{caption}<tr>{head}</tr>{body}{foot}</table>{notes}"
 
 
+def find_row(rows: Iterable, field: str, value):
+    """The first row whose ``field`` equals ``value``; a ValueError lists the values there are.
+
+    Example:
+        >>> from types import SimpleNamespace as Row
+        >>> find_row([Row(run="scratch"), Row(run="frozen")], "run", "frozen").run
+        'frozen'
+    """
+    rows = list(rows)
+    for row in rows:
+        if getattr(row, field) == value:
+            return row
+    raise ValueError(f"no run {value!r}; the {field} values are {[getattr(r, field) for r in rows]}")
+
+
 class TableResult:
     """A result shown as the :class:`Table` its ``as_table()`` returns, as text and as HTML."""
 

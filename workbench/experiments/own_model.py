@@ -30,7 +30,7 @@ from ..freezing import freeze
 from ..metrics import evaluate
 from ..optim import make_optimizer
 from ..schedules import YoloSchedule
-from ..table import Table, TableResult
+from ..table import Table, TableResult, find_row
 from ..training import History, fit
 from ..transfer import transfer
 from .tiny_resnet import TinyResNet
@@ -136,10 +136,7 @@ class OwnComparison(TableResult):
               "mean val acc")
 
     def row(self, run: str) -> OwnRunRow:
-        found = [r for r in self.rows if r.run == run]
-        if not found:
-            raise ValueError(f"no run {run!r}; this comparison has {[r.run for r in self.rows]}")
-        return found[0]
+        return find_row(self.rows, "run", run)
 
     def as_table(self) -> Table:
         rows = [{"run": r.run, "trainable params": r.trainable, "steps": r.steps,

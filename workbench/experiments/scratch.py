@@ -34,7 +34,7 @@ from ..stability import (  # LOWER_LR, REMEDIES, remedy_setup: the lesson reads 
     remedy_setup,
     signal_propagation,
 )
-from ..table import Table, TableResult
+from ..table import Table, TableResult, find_row
 from ..training import History, fit
 from ..transfer import transfer
 
@@ -154,10 +154,7 @@ class RemedyTable(TableResult):
               "max |g|")
 
     def row(self, remedy: str) -> RemedyRow:
-        found = [r for r in self.rows if r.remedy == remedy]
-        if not found:
-            raise ValueError(f"no run {remedy!r}; this table has {[r.remedy for r in self.rows]}")
-        return found[0]
+        return find_row(self.rows, "remedy", remedy)
 
     def as_table(self) -> Table:
         rows = [{"remedy": r.remedy, "status": r.status, "steps": r.steps, "blew up at step": r.stopped_at,
@@ -224,10 +221,7 @@ class Comparison(TableResult):
               "median |g| 1st epoch", "median |g| last epoch", "clipped steps")
 
     def row(self, run: str) -> RunRow:
-        found = [r for r in self.rows if r.run == run]
-        if not found:
-            raise ValueError(f"no run {run!r}; this comparison has {[r.run for r in self.rows]}")
-        return found[0]
+        return find_row(self.rows, "run", run)
 
     def as_table(self) -> Table:
         rows = [{"run": r.run, "epochs": r.epochs, "steps": r.steps, "loss 1st epoch": r.first_loss,
