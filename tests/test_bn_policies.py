@@ -8,7 +8,7 @@ from foreign_models import TinyResNet
 from torch import nn
 
 import workbench as wb
-from workbench.freezing import BN_POLICIES, PolicyNorm, bn_policy
+from workbench.batchnorm import BN_POLICIES, PolicyNorm, bn_policy
 from workbench.plots import freeze_rows
 
 

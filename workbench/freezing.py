@@ -16,9 +16,10 @@ BatchNorm policy (``bn=``), for the BatchNorm modules inside what is frozen:
   with the running statistics even in training mode (timm's ``FrozenBatchNorm2d``), while
   ``module.training`` still follows the model.
 
-The policy is visible: the module's class becomes a subclass that carries it (:class:`PolicyNorm`;
-``BatchNorm2d`` under ``"eval"`` prints as ``EvalBatchNorm2d(..., policy='eval')``), the same
-module object with the same parameters and buffers. ``unfreeze`` gives it its class back.
+The policy is visible: the module's class becomes a subclass that carries it
+(:mod:`workbench.batchnorm`; ``BatchNorm2d`` under ``"eval"`` prints as
+``EvalBatchNorm2d(..., policy='eval')``), the same module object with the same parameters and
+buffers. ``unfreeze`` gives it its class back.
 
 Example:
     >>> from workbench import build_model
@@ -40,14 +41,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .batchnorm import BN_POLICIES, bn_policy, pin, release
 from .layers import layer_index_of, numbered_layers
 from .table import Table, TableResult
 
-BN_POLICIES = ("eval", "train", "affine", "frozen")
 _FROZEN = "_workbench_frozen"  # on a module: the local names of its parameters that freeze() turned off
 
 
@@ -147,91 +147,6 @@ def _mark(model: nn.Module, name: str, frozen: bool) -> None:
     else:
         record.discard(local)
     setattr(owner, _FROZEN, record)
-
-
-class PolicyNorm:
-    """Base of the BatchNorm classes that carry a policy: ``print(model)`` shows it in the name and the repr.
-
-    :func:`freeze` swaps a BatchNorm's class for a subclass of its own class and this one
-    (``BatchNorm2d`` -> ``EvalBatchNorm2d``); the module object stays the same, so its parameters,
-    buffers, state_dict keys and optimiser references do not change, and ``copy.deepcopy`` and
-    ``model.train()`` keep the policy. :func:`unfreeze` swaps the original class back.
-    """
-
-    policy: str = ""
-    original: type = nn.Module
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, policy={self.policy!r}"
-
-
-class _EvalPolicy(PolicyNorm):
-    """``"eval"``: running statistics fixed; the module stays in eval mode whatever ``train()`` asks."""
-
-    policy = "eval"
-
-    def train(self, mode: bool = True):
-        self.training = False
-        return self
-
-
-class _FrozenPolicy(PolicyNorm):
-    """``"frozen"``: normalises with the running statistics in any mode and updates nothing (timm's FrozenBatchNorm)."""
-
-    policy = "frozen"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.running_mean is None:  # track_running_stats=False: there is nothing to freeze but gamma/beta
-            return super().forward(x)
-        self._check_input_dim(x)
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-
-
-class _TrainPolicy(PolicyNorm):
-    policy = "train"
-
-
-class _AffinePolicy(PolicyNorm):
-    policy = "affine"
-
-
-_POLICY_BASES = {p.policy: p for p in (_EvalPolicy, _FrozenPolicy, _TrainPolicy, _AffinePolicy)}
-_POLICY_CLASSES: dict[tuple[type, str], type] = {}
-
-
-def policy_class(norm: type, policy: str) -> type:
-    """The BatchNorm class ``norm`` under ``policy``: ``policy_class(nn.BatchNorm2d, "eval")`` is ``EvalBatchNorm2d``.
-
-    Made once per pair; the classes of torch's BatchNorm are module attributes here, so a pickled
-    model finds them again.
-    """
-    if (norm, policy) not in _POLICY_CLASSES:
-        name = policy.capitalize() + norm.__name__
-        name = name if name not in globals() else f"{name}_{len(_POLICY_CLASSES)}"  # another module's namesake
-        cls = type(name, (_POLICY_BASES[policy], norm), {"original": norm, "__module__": __name__})
-        globals()[name] = _POLICY_CLASSES[norm, policy] = cls
-    return _POLICY_CLASSES[norm, policy]
-
-
-for _norm in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm):
-    for _policy in BN_POLICIES:
-        policy_class(_norm, _policy)
-
-
-def _pin(module: _BatchNorm, policy: str) -> None:
-    module.__class__ = policy_class(type(module), policy)
-    if policy == "eval":
-        module.training = False
-
-
-def _release(module: _BatchNorm, mode: bool) -> None:
-    module.__class__ = module.original
-    module.training = mode
-
-
-def bn_policy(module: nn.Module) -> str | None:
-    """The policy :func:`freeze` gave this BatchNorm module (``None`` if it has none)."""
-    return module.policy if isinstance(module, PolicyNorm) else None
 
 
 # ---------------------------------------------------------------- report
@@ -358,7 +273,7 @@ def freeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int] 
         _mark(model, n, True)
     new_norms = [n for n, m in norms.items() if bn_policy(m) is None]
     for n in new_norms:
-        _pin(norms[n], bn)
+        pin(norms[n], bn)
     return _report(model, "freeze", selection.text, bn, to_freeze, untouched, new_norms)
 
 
@@ -391,7 +306,7 @@ def unfreeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int
             untouched.append(n)
     norms = [n for n in selection.norms if bn_policy(model.get_submodule(n)) is not None]
     for n in norms:
-        _release(model.get_submodule(n), model.training)
+        release(model.get_submodule(n), model.training)
     return _report(model, "unfreeze", selection.text, None, released, untouched, norms)
 
 

@@ -18,7 +18,7 @@ from dataclasses import astuple, dataclass
 import torch
 from torch import nn
 
-from .freezing import bn_policy
+from .batchnorm import bn_policy
 from .layers import numbered_layers
 from .table import Table, TableResult
 
