@@ -77,13 +77,8 @@ class ComparePanel(Panel, Worker):
         self.status.value = "training..."
         return self._launch(self._train)
 
-    def run(self, wait: bool = True) -> dict[str, History]:
-        """Start, and with ``wait`` block until every run ends; returns ``{run: History}``."""
-        self.start()
-        if wait:
-            self.join()
-            if self.error is not None:
-                raise self.error
+    def _result(self) -> dict[str, History]:
+        """``run()`` returns ``{run: History}``."""
         return self.histories
 
     def _train(self) -> None:
