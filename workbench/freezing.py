@@ -37,8 +37,9 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -208,25 +209,32 @@ class FreezeReport(TableResult):
     HEADER = ("index", "name", "stage", "type", "changed", "changed params", "frozen", "params", "bn")
 
     def as_table(self) -> Table:
-        return Table(self.HEADER, [dict(zip(self.HEADER, astuple(r))) for r in self.rows], title=self.summary())
+        rows = [{"index": r.index, "name": r.name, "stage": r.stage, "type": r.type, "changed": r.tensors,
+                 "changed params": r.params, "frozen": r.frozen, "params": r.total, "bn": r.bn} for r in self.rows]
+        return Table(self.HEADER, rows, title=self.summary())
 
 
 def _report(model, action, selection, bn, changed, untouched, norms) -> FreezeReport:
     numbered, changed = numbered_layers(model), list(changed)
-    counts: dict[int, list[int]] = {}  # index -> [tensors, params, frozen, total, bn]
+    counts: dict[int | None, Counter] = {}  # layer index -> FreezeRow's counts by field name
     changed_set = set(changed)
     for name, p in model.named_parameters():
-        row = counts.setdefault(layer_index_of(name, numbered), [0, 0, 0, 0, 0])
-        row[0] += name in changed_set
-        row[1] += p.numel() if name in changed_set else 0
-        row[2] += 0 if p.requires_grad else p.numel()
-        row[3] += p.numel()
+        count = counts.setdefault(layer_index_of(name, numbered), Counter())
+        count["tensors"] += name in changed_set
+        count["params"] += p.numel() if name in changed_set else 0
+        count["frozen"] += 0 if p.requires_grad else p.numel()
+        count["total"] += p.numel()
     for name in norms:
-        counts.setdefault(layer_index_of(name, numbered), [0, 0, 0, 0, 0])[4] += 1
-    rows = [FreezeRow(layer.index, layer.name, layer.stage, layer.type, *counts.get(layer.index, [0] * 5))
+        counts.setdefault(layer_index_of(name, numbered), Counter())["bn"] += 1
+
+    def tally(index: int | None) -> dict[str, int]:
+        count = counts.get(index, Counter())
+        return {field: count[field] for field in ("tensors", "params", "frozen", "total", "bn")}
+
+    rows = [FreezeRow(index=layer.index, name=layer.name, stage=layer.stage, type=layer.type, **tally(layer.index))
             for layer in numbered]
     if None in counts:
-        rows.append(FreezeRow(-1, "(outside the numbered layers)", "", "", *counts[None]))
+        rows.append(FreezeRow(index=-1, name="(outside the numbered layers)", stage="", type="", **tally(None)))
     return FreezeReport(action, selection, bn, tuple(rows), tuple(changed), tuple(untouched))
 
 
@@ -457,5 +465,6 @@ def bn_drift(model: nn.Module, start: Mapping[str, torch.Tensor] | nn.Module) ->
         change = ((var - var0).norm() / var0.norm().clamp_min(1e-12)).item()
         count0 = start.get(_join(m_name, "num_batches_tracked"))
         updates = None if count0 is None or m.num_batches_tracked is None else int(m.num_batches_tracked - count0)
-        rows.append(BNDriftRow(m_name, layer_index_of(m_name, numbered), shift, change, updates))
+        rows.append(BNDriftRow(name=m_name, layer=layer_index_of(m_name, numbered), mean_shift=shift,
+                               var_change=change, updates=updates))
     return rows

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -300,7 +300,8 @@ class LayerTable(TableResult, list):
     HEADER = ("index", "name", "stage", "type", "params", "trainable", "bn policy")
 
     def as_table(self) -> Table:
-        rows = [dict(zip(self.HEADER, astuple(r))) for r in self]
+        rows = [{"index": r.index, "name": r.name, "stage": r.stage, "type": r.type, "params": r.params,
+                 "trainable": r.trainable, "bn policy": r.bn} for r in self]
         return Table(self.HEADER, rows, footer={"name": "total", "params": self.params, "trainable": self.trainable})
 
     @property
@@ -323,8 +324,9 @@ def layer_table(model: nn.Module) -> LayerTable:
     for layer in numbered_layers(model):
         params = list(layer.module.parameters())
         policies = sorted({bn_policy(m) for m in layer.module.modules()} - {None})
-        rows.append(LayerRow(layer.index, layer.name, layer.stage, layer.type, sum(p.numel() for p in params),
-                             sum(p.numel() for p in params if p.requires_grad), ", ".join(policies)))
+        rows.append(LayerRow(index=layer.index, name=layer.name, stage=layer.stage, type=layer.type,
+                             params=sum(p.numel() for p in params),
+                             trainable=sum(p.numel() for p in params if p.requires_grad), bn=", ".join(policies)))
     return rows
 
 
