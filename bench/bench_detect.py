@@ -20,6 +20,7 @@ import time
 import torch
 
 import workbench as wb
+from workbench.scenes import shape_scenes
 from workbench.training import Batches
 
 BUDGET_S, TARGET_MAP = 60.0, 0.7
@@ -50,8 +51,8 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    train = wb.shape_scenes(args.scenes, seed=0)
-    val = wb.shape_scenes(300, seed=10_000)
+    train = shape_scenes(args.scenes, seed=0)
+    val = shape_scenes(300, seed=10_000)
     print(f"data: {args.scenes} + 300 scenes 64x64 in {time.perf_counter() - start:.2f} s; "
           f"load average before {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"recipe: n detector, AdamW lr {args.lr}, batch {args.batch}, {args.epochs} epochs")

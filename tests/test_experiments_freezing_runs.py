@@ -8,7 +8,7 @@ from workbench import build_model, freeze
 from workbench.experiments import freezing_runs as F
 from workbench.freezing import BN_POLICIES
 from workbench.layers import numbered_layers
-from workbench.panels import setup_run
+from workbench.runs import setup_run
 
 TINY = dict(epochs=2, unfreeze_at=1, batch_size=4, val_per_class=2, timing_steps=1)
 

@@ -13,6 +13,7 @@ import workbench as wb
 from workbench import History, build_model
 from workbench.experiments import pretraining as P
 from workbench.metrics import evaluate
+from workbench.panels import TargetPanel
 from workbench.training import Batches
 
 TINY = dict(epochs=1, batch_size=4)
@@ -175,7 +176,7 @@ def test_sweep_collects_one_comparison_per_setting():
 
 # ----------------------------------------------------------------------------------------------- the panel
 def test_target_panel_knobs_make_the_data_for_the_next_run():
-    panel = P.TargetPanel(n_per_class=3, source=random_source(), **TINY)
+    panel = TargetPanel(n_per_class=3, source=random_source(), **TINY)
     assert len(panel.compare.train) == 12 and panel.compare.runs.value == P.STARTS
     panel.gap.value = 0.5
     assert panel.compare.train.x.mean() > P.target_data(3)[0].x.mean()
@@ -183,7 +184,7 @@ def test_target_panel_knobs_make_the_data_for_the_next_run():
     assert panel.compare.train.nc == 10 and "30 training images" in panel.about.value
     state = panel.state()
     assert state["controls"] == {"domain": "digits", "n_per_class": 3, "gap": 0.5}
-    again = P.TargetPanel.from_state(json.dumps(state), source=random_source(), **TINY)
+    again = TargetPanel.from_state(json.dumps(state), source=random_source(), **TINY)
     assert torch.equal(again.compare.train.x, panel.compare.train.x)
     histories = panel.compare.run()
     assert set(histories) == set(P.STARTS) and all(h.status == "completed" for h in histories.values())

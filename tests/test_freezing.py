@@ -10,8 +10,16 @@ from hypothesis import strategies as st
 from torch import nn
 
 import workbench as wb
-from workbench import FreezeReport, bn_drift, build_model, fit, freeze, unfreeze
-from workbench.freezing import BN_POLICIES, bn_policy, bn_snapshot, check_schedule, depth_at, set_freeze_depth
+from workbench import bn_drift, build_model, fit, freeze, unfreeze
+from workbench.freezing import (
+    BN_POLICIES,
+    FreezeReport,
+    bn_policy,
+    bn_snapshot,
+    check_schedule,
+    depth_at,
+    set_freeze_depth,
+)
 from workbench.layers import layer_index_of, numbered_layers
 from workbench.optim import make_optimizer
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from workbench import build_model, init_weights, layer_table, numbered_layers
-from workbench.models import BN_EPS, BN_MOMENTUM, Classify, Conv, Detect
+from workbench import build_model, layer_table, numbered_layers
+from workbench.models import BN_EPS, BN_MOMENTUM, Classify, Conv, Detect, init_weights
 
 
 @pytest.mark.parametrize("nc", [1, 3, 10, 150])

@@ -25,8 +25,8 @@ from workbench.panels import (
     WarmupPanel,
     parse_layer_map,
     refresh_figure,
-    setup_run,
 )
+from workbench.runs import setup_run
 
 
 def _bars(figure):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, OneCycleLR
 
-from workbench import CosineWarmup, OneCycle, YoloSchedule, build_model, fit, param_groups
+from workbench import YoloSchedule, build_model, fit, param_groups
 from workbench.optim import make_optimizer
+from workbench.schedules import CosineWarmup, OneCycle
 
 HYP = dict(lr0=0.01, lrf=0.01, momentum=0.937, warmup_epochs=3.0, warmup_momentum=0.8, warmup_bias_lr=0.1)
 

@@ -1,7 +1,9 @@
 """Transfer Workbench: see what pretrained weights, transfer, freezing and warmup do to a network.
 
-The public API is short and flat; each name is a concept the lessons teach. The modules hold
-the rest (``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...).
+The public API is short and flat (at most 20 names); each name is a concept the lessons teach.
+The modules hold the rest: ``workbench.schedules`` (``CosineWarmup``, ``OneCycle``),
+``workbench.freezing`` (``FreezeReport``), ``workbench.models`` (``init_weights``), ``workbench.scenes`` (``shape_scenes``),
+``workbench.runs``, ``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...
 
 Example:
     >>> import workbench as wb
@@ -11,21 +13,17 @@ Example:
 """
 from . import data
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
-from .freezing import FreezeReport, bn_drift, freeze, unfreeze
+from .freezing import bn_drift, freeze, unfreeze
 from .layers import numbered_layers
 from .metrics import evaluate
-from .models import build_model, init_weights, layer_table
+from .models import build_model, layer_table
 from .optim import param_groups
-from .scenes import shape_scenes
-from .schedules import CosineWarmup, OneCycle, YoloSchedule
+from .schedules import YoloSchedule
 from .training import History, fit
 from .transfer import TransferReport, suggest_layer_map, transfer
 
 __all__ = [
-    "CosineWarmup",
-    "FreezeReport",
     "History",
-    "OneCycle",
     "TransferReport",
     "YoloSchedule",
     "bn_drift",
@@ -34,7 +32,6 @@ __all__ = [
     "evaluate",
     "fit",
     "freeze",
-    "init_weights",
     "inspect_checkpoint",
     "layer_table",
     "load_weights",
@@ -42,7 +39,6 @@ __all__ = [
     "param_groups",
     "pretrained",
     "save_weights",
-    "shape_scenes",
     "suggest_layer_map",
     "transfer",
     "unfreeze",

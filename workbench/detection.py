@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import Detect
+from .modes import eval_mode
 
 BOX_OFFSET = 0.5  # decoded distance = softplus(raw) - BOX_OFFSET, in grid cells
 
@@ -146,12 +147,8 @@ def predict(model: nn.Module, images: torch.Tensor, conf: float = 0.25, iou: flo
         6
     """
     head = detect_head(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         outputs = model(images)
-    finally:
-        model.train(was_training)
     return postprocess(outputs, head.stride.tolist(), images.shape[-2:], conf, iou, max_det)
 
 

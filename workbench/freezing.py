@@ -9,12 +9,17 @@ change), and a parameter you froze by hand is never re-enabled.
 BatchNorm policy (``bn=``), for the BatchNorm modules inside what is frozen:
 
 - ``"eval"``: running statistics fixed; the module stays in eval mode whatever ``model.train()``
-  asks (its ``train`` is replaced on the instance), as Ultralytics >= 8.3.99 and Keras do.
+  asks, as Ultralytics >= 8.3.99 and Keras do.
 - ``"train"``: the module follows the model's mode, so its statistics keep drifting (YOLOv5).
 - ``"affine"``: gamma and beta stay trainable, statistics drift (fastai's ``train_bn``).
 - ``"frozen"``: statistics and gamma/beta fixed whatever the mode: its ``forward`` normalises
   with the running statistics even in training mode (timm's ``FrozenBatchNorm2d``), while
   ``module.training`` still follows the model.
+
+The policy is visible: the module's class becomes a subclass that carries it
+(:mod:`workbench.batchnorm`; ``BatchNorm2d`` under ``"eval"`` prints as
+``EvalBatchNorm2d(..., policy='eval')``), the same module object with the same parameters and
+buffers. ``unfreeze`` gives it its class back.
 
 Example:
     >>> from workbench import build_model
@@ -24,6 +29,8 @@ Example:
     True
     >>> _ = model.train(); model.layers[0].bn.training
     False
+    >>> bn = model.layers[0].bn; type(bn).__name__, repr(bn).endswith("policy='eval')")
+    ('EvalBatchNorm2d', True)
     >>> unfreeze(model).tensors == report.tensors
     True
 """
@@ -32,19 +39,19 @@ from __future__ import annotations
 import fnmatch
 import functools
 import operator
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .batchnorm import BN_POLICIES, bn_policy, pin, release
 from .layers import layer_index_of, numbered_layers
+from .table import Table, TableResult
 
-BN_POLICIES = ("eval", "train", "affine", "frozen")
 _FROZEN = "_workbench_frozen"  # on a module: the local names of its parameters that freeze() turned off
-_POLICY = "_workbench_bn"  # on a BatchNorm module: the policy freeze() gave it
 
 
 # ---------------------------------------------------------------- selection
@@ -164,44 +171,6 @@ def _mark(model: nn.Module, name: str, frozen: bool) -> None:
     setattr(owner, _FROZEN, record)
 
 
-def _train_pinned_eval(module: nn.Module, mode: bool = True) -> nn.Module:
-    """``train()`` of a BatchNorm under the ``"eval"`` policy: it stays in eval mode whatever is asked."""
-    module.training = False
-    return module
-
-
-def _frozen_forward(module: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """``forward`` of a BatchNorm under the ``"frozen"`` policy: running statistics in any mode, nothing updated."""
-    if module.running_mean is None:  # track_running_stats=False: there is nothing to freeze but gamma/beta
-        return type(module).forward(module, x)
-    module._check_input_dim(x)
-    return F.batch_norm(x, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0,
-                        module.eps)
-
-
-def _pin(module: _BatchNorm, policy: str) -> None:
-    setattr(module, _POLICY, policy)
-    if policy == "eval":
-        module.train = functools.partial(_train_pinned_eval, module)
-        module.training = False
-    elif policy == "frozen":
-        module.forward = functools.partial(_frozen_forward, module)
-
-
-def _release(module: _BatchNorm, mode: bool) -> None:
-    policy = module.__dict__.pop(_POLICY)
-    if policy == "eval":
-        del module.train
-        module.training = mode
-    elif policy == "frozen":
-        del module.forward
-
-
-def bn_policy(module: nn.Module) -> str | None:
-    """The policy :func:`freeze` gave this BatchNorm module (``None`` if it has none)."""
-    return getattr(module, _POLICY, None)
-
-
 # ---------------------------------------------------------------- report
 
 @dataclass(frozen=True)
@@ -219,8 +188,8 @@ class FreezeRow:
     bn: int  # BatchNorm modules given (freeze) or released from (unfreeze) a policy by this call
 
 
-@dataclass(frozen=True)
-class FreezeReport:
+@dataclass(frozen=True, repr=False)
+class FreezeReport(TableResult):
     """What a :func:`freeze` or :func:`unfreeze` call changed, per layer; prints as text and as HTML."""
 
     action: str  # "freeze", "unfreeze" or "set depth"
@@ -258,43 +227,35 @@ class FreezeReport:
                      f"(e.g. {self.untouched[0]})")
         return text
 
-    def _table(self) -> list[tuple]:
-        return [(r.index, r.name, r.stage, r.type, r.tensors, f"{r.params:,}", f"{r.frozen:,}", f"{r.total:,}", r.bn)
-                for r in self.rows]
-
     HEADER = ("index", "name", "stage", "type", "changed", "changed params", "frozen", "params", "bn")
 
-    def __str__(self) -> str:
-        rows = [self.HEADER, *self._table()]
-        widths = [max(len(str(row[k])) for row in rows) for k in range(len(self.HEADER))]
-        lines = ["  ".join(str(v).ljust(w) if k in (1, 2, 3) else str(v).rjust(w)
-                           for k, (v, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
-        return "\n".join([self.summary(), *lines])
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
-        body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in self._table())
-        return f"<p>{self.summary()}</p><table><tr>{head}</tr>{body}</table>"
+    def as_table(self) -> Table:
+        rows = [{"index": r.index, "name": r.name, "stage": r.stage, "type": r.type, "changed": r.tensors,
+                 "changed params": r.params, "frozen": r.frozen, "params": r.total, "bn": r.bn} for r in self.rows]
+        return Table(self.HEADER, rows, title=self.summary())
 
 
 def _report(model, action, selection, bn, changed, untouched, norms) -> FreezeReport:
     numbered, changed = numbered_layers(model), list(changed)
-    counts: dict[int, list[int]] = {}  # index -> [tensors, params, frozen, total, bn]
+    counts: dict[int | None, Counter] = {}  # layer index -> FreezeRow's counts by field name
     changed_set = set(changed)
     for name, p in model.named_parameters():
-        row = counts.setdefault(layer_index_of(name, numbered), [0, 0, 0, 0, 0])
-        row[0] += name in changed_set
-        row[1] += p.numel() if name in changed_set else 0
-        row[2] += 0 if p.requires_grad else p.numel()
-        row[3] += p.numel()
+        count = counts.setdefault(layer_index_of(name, numbered), Counter())
+        count["tensors"] += name in changed_set
+        count["params"] += p.numel() if name in changed_set else 0
+        count["frozen"] += 0 if p.requires_grad else p.numel()
+        count["total"] += p.numel()
     for name in norms:
-        counts.setdefault(layer_index_of(name, numbered), [0, 0, 0, 0, 0])[4] += 1
-    rows = [FreezeRow(layer.index, layer.name, layer.stage, layer.type, *counts.get(layer.index, [0] * 5))
+        counts.setdefault(layer_index_of(name, numbered), Counter())["bn"] += 1
+
+    def tally(index: int | None) -> dict[str, int]:
+        count = counts.get(index, Counter())
+        return {field: count[field] for field in ("tensors", "params", "frozen", "total", "bn")}
+
+    rows = [FreezeRow(index=layer.index, name=layer.name, stage=layer.stage, type=layer.type, **tally(layer.index))
             for layer in numbered]
     if None in counts:
-        rows.append(FreezeRow(-1, "(outside the numbered layers)", "", "", *counts[None]))
+        rows.append(FreezeRow(index=-1, name="(outside the numbered layers)", stage="", type="", **tally(None)))
     return FreezeReport(action, selection, bn, tuple(rows), tuple(changed), tuple(untouched))
 
 
@@ -342,7 +303,7 @@ def freeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int] 
         _mark(model, n, True)
     new_norms = [n for n, m in norms.items() if bn_policy(m) is None]
     for n in new_norms:
-        _pin(norms[n], bn)
+        pin(norms[n], bn)
     return _report(model, "freeze", selection.text, bn, to_freeze, untouched, new_norms)
 
 
@@ -376,7 +337,7 @@ def unfreeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int
             untouched.append(n)
     norms = [n for n in selection.norms if bn_policy(model.get_submodule(n)) is not None]
     for n in norms:
-        _release(model.get_submodule(n), model.training)
+        release(model.get_submodule(n), model.training)
     return _report(model, "unfreeze", selection.text, None, released, untouched, norms)
 
 
@@ -478,27 +439,14 @@ class BNDriftRow:
     updates: int | None
 
 
-class BNDrift(list):
+class BNDrift(TableResult, list):
     """Rows of :class:`BNDriftRow`, one per BatchNorm with running statistics; prints as text and HTML."""
 
     HEADER = ("layer", "name", "mean shift (std0)", "var change", "updates")
 
-    def _table(self) -> list[tuple]:
-        return [("" if r.layer is None else r.layer, r.name, f"{r.mean_shift:.4g}", f"{r.var_change:.4g}",
-                 "" if r.updates is None else r.updates) for r in self]
-
-    def __str__(self) -> str:
-        rows = [self.HEADER, *self._table()]
-        widths = [max(len(str(row[k])) for row in rows) for k in range(len(self.HEADER))]
-        return "\n".join("  ".join(str(v).ljust(w) if k == 1 else str(v).rjust(w)
-                                   for k, (v, w) in enumerate(zip(row, widths, strict=True))) for row in rows)
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
-        body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in self._table())
-        return f"<table><tr>{head}</tr>{body}</table>"
+    def as_table(self) -> Table:
+        return Table(self.HEADER, [{"layer": r.layer, "name": r.name, "mean shift (std0)": f"{r.mean_shift:.4g}",
+                                    "var change": f"{r.var_change:.4g}", "updates": r.updates} for r in self])
 
     def moved(self) -> list[str]:
         """Names of the BatchNorm modules whose running statistics changed at all."""
@@ -541,5 +489,6 @@ def bn_drift(model: nn.Module, start: Mapping[str, torch.Tensor] | nn.Module) ->
         change = ((var - var0).norm() / var0.norm().clamp_min(1e-12)).item()
         count0 = start.get(_join(m_name, "num_batches_tracked"))
         updates = None if count0 is None or m.num_batches_tracked is None else int(m.num_batches_tracked - count0)
-        rows.append(BNDriftRow(m_name, layer_index_of(m_name, numbered), shift, change, updates))
+        rows.append(BNDriftRow(name=m_name, layer=layer_index_of(m_name, numbered), mean_shift=shift,
+                               var_change=change, updates=updates))
     return rows

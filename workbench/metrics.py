@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .detection import DetectionLoss, box_iou, detect_head, is_detector, postprocess
+from .modes import eval_mode
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -31,18 +32,14 @@ def evaluate(model: nn.Module, batches, device: torch.device | str = "cpu", loss
     """
     if is_detector(model):
         return evaluate_detection(model, batches, device)
-    was_training = model.training
-    model.eval()
     total_loss, correct, n = 0.0, 0, 0
-    try:
+    with eval_mode(model):
         for x, y in batches:
             x, y = x.to(device), y.to(device)
             logits = model(x)
             total_loss += loss_fn(logits, y).item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             n += len(y)
-    finally:
-        model.train(was_training)
     if n == 0:
         raise ValueError("the validation data set is empty")
     return {"loss": total_loss / n, "accuracy": correct / n}
@@ -144,10 +141,8 @@ def evaluate_detection(model: nn.Module, batches, device: torch.device | str = "
     """
     loss_fn = loss_fn or DetectionLoss(model)
     strides = detect_head(model).stride.tolist()
-    was_training = model.training
-    model.eval()
     total_loss, n, predictions, objects = 0.0, 0, [], []
-    try:
+    with eval_mode(model):
         for x, y in batches:
             x, y = x.to(device), y.to(device)
             outputs = model(x)
@@ -155,8 +150,6 @@ def evaluate_detection(model: nn.Module, batches, device: torch.device | str = "
             predictions += postprocess(outputs, strides, x.shape[-2:], conf=conf, iou=iou)
             objects += _objects(y)
             n += len(y)
-    finally:
-        model.train(was_training)
     if n == 0:
         raise ValueError("the validation data set is empty")
     return {"loss": total_loss / n, "mAP50": mean_average_precision(predictions, objects)}

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .batchnorm import bn_policy
 from .layers import numbered_layers
+from .table import Table, TableResult
 
 # name: (depth multiple, width multiple, max channels), as in Ultralytics' yolov8 scales
 SCALES = {"n": (0.33, 0.25, 1024), "s": (0.33, 0.50, 1024)}
@@ -298,28 +300,18 @@ class LayerRow:
     type: str
     params: int
     trainable: int
+    bn: str = ""  # the BatchNorm policies freeze() gave modules of this layer, e.g. "eval"
 
 
-class LayerTable(list):
-    """Rows of (index, name, stage, type, params, trainable); prints as text and as HTML in Jupyter."""
+class LayerTable(TableResult, list):
+    """Rows of :class:`LayerRow`; prints as text and as HTML in Jupyter (a :class:`~workbench.table.Table`)."""
 
-    HEADER = ("index", "name", "stage", "type", "params", "trainable")
+    HEADER = ("index", "name", "stage", "type", "params", "trainable", "bn policy")
 
-    def __str__(self) -> str:
-        rows = [self.HEADER] + [(r.index, r.name, r.stage, r.type, f"{r.params:,}", f"{r.trainable:,}") for r in self]
-        rows.append(("", "total", "", "", f"{self.params:,}", f"{self.trainable:,}"))
-        widths = [max(len(str(row[k])) for row in rows) for k in range(len(self.HEADER))]
-        return "\n".join("  ".join(str(v).rjust(wd) if k in (0, 4, 5) else str(v).ljust(wd)
-                                   for k, (v, wd) in enumerate(zip(row, widths))) for row in rows)
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
-        body = "".join(f"<tr><td>{r.index}</td><td>{r.name}</td><td>{r.stage}</td><td>{r.type}</td>"
-                       f"<td>{r.params:,}</td><td>{r.trainable:,}</td></tr>" for r in self)
-        foot = f"<tr><th></th><th>total</th><th></th><th></th><th>{self.params:,}</th><th>{self.trainable:,}</th></tr>"
-        return f"<table><tr>{head}</tr>{body}{foot}</table>"
+    def as_table(self) -> Table:
+        rows = [{"index": r.index, "name": r.name, "stage": r.stage, "type": r.type, "params": r.params,
+                 "trainable": r.trainable, "bn policy": r.bn} for r in self]
+        return Table(self.HEADER, rows, footer={"name": "total", "params": self.params, "trainable": self.trainable})
 
     @property
     def params(self) -> int:
@@ -340,8 +332,10 @@ def layer_table(model: nn.Module) -> LayerTable:
     rows = LayerTable()
     for layer in numbered_layers(model):
         params = list(layer.module.parameters())
-        rows.append(LayerRow(layer.index, layer.name, layer.stage, layer.type,
-                             sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)))
+        policies = sorted({bn_policy(m) for m in layer.module.modules()} - {None})
+        rows.append(LayerRow(index=layer.index, name=layer.name, stage=layer.stage, type=layer.type,
+                             params=sum(p.numel() for p in params),
+                             trainable=sum(p.numel() for p in params if p.requires_grad), bn=", ".join(policies)))
     return rows
 
 

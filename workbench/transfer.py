@@ -33,6 +33,7 @@ import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import NamedTuple
@@ -43,8 +44,11 @@ from torch import nn
 from .checkpoints import STATE_DICT_KEYS, load_weights
 from .layers import numbered_layers
 from .models import Detect
+from .table import Table
 
 STATUSES = ("transferred", "partial", "adapted", "shape_mismatch", "missing_in_source", "unused")
+STATUS_COLOURS = {"transferred": "#d9f2d9", "partial": "#fff2cc", "adapted": "#dbe9ff", "shape_mismatch": "#f8d0d0",
+                  "missing_in_source": "#eeeeee", "unused": "#f4f4f4"}
 _NUMBERED = re.compile(r"^((?:layers|model)\.\d+)\.")
 
 
@@ -65,6 +69,15 @@ class Row(NamedTuple):
     copied: int
     parameter: bool
     note: str = ""
+
+
+class ReportLayer(NamedTuple):
+    """One numbered target layer as the report knows it: index, module name (the key prefix), stage, type."""
+
+    index: int
+    name: str
+    stage: str
+    type: str
 
 
 class LayerSummary(NamedTuple):
@@ -98,7 +111,7 @@ class TransferReport:
     """
 
     rows: tuple[Row, ...]
-    layers: tuple[tuple[int, str, str, str], ...] = ()
+    layers: tuple[ReportLayer, ...] = ()
     dry_run: bool = False
     layer_map: dict = field(default_factory=dict)
 
@@ -137,14 +150,15 @@ class TransferReport:
             if r.status != "unused" and r.layer is not None:
                 groups.setdefault(r.layer, []).append(r)
         out = []
-        for index, name, stage, kind in self.layers:
-            rows = groups.get(index, [])
+        for layer in self.layers:
+            rows = groups.get(layer.index, [])
             if rows:
                 c = Counter(r.status for r in rows)
-                out.append(LayerSummary(index, name, stage, kind, len(rows), c["transferred"], c["partial"],
-                                        c["adapted"], c["shape_mismatch"], c["missing_in_source"],
-                                        sum(r.numel for r in rows if r.parameter),
-                                        sum(r.copied for r in rows if r.parameter)))
+                out.append(LayerSummary(**layer._asdict(), items=len(rows), transferred=c["transferred"],
+                                        partial=c["partial"], adapted=c["adapted"],
+                                        shape_mismatch=c["shape_mismatch"], missing_in_source=c["missing_in_source"],
+                                        params=sum(r.numel for r in rows if r.parameter),
+                                        copied=sum(r.copied for r in rows if r.parameter)))
         return out
 
     def _summary_lines(self) -> list[str]:
@@ -168,45 +182,37 @@ class TransferReport:
     def _detail_rows(self) -> list[Row]:
         return [r for r in self.rows if r.status != "transferred"]
 
+    def layer_table(self) -> Table:
+        """Per numbered layer: its entries by status and the share of its parameter values copied."""
+        header = ("layer", "name", "stage", "type", "items", "transferred", "partial", "adapted", "mismatch",
+                  "missing", "coverage")
+        rows = [{"layer": s.index, "name": s.name, "stage": s.stage, "type": s.type, "items": s.items,
+                 "transferred": s.transferred, "partial": s.partial, "adapted": s.adapted,
+                 "mismatch": s.shape_mismatch, "missing": s.missing_in_source, "coverage": f"{100 * s.coverage:.1f}%"}
+                for s in self.by_layer()]
+        return Table(header, rows, indent=2, title="Per layer:")
+
+    def detail_table(self) -> Table:
+        """Every entry that did not transfer whole, with its shapes (coloured by status in HTML)."""
+        rows = [{"status": r.status, "entry": r.name, "shapes": _shapes(r), "note": r.note}
+                for r in self._detail_rows()]
+        return Table(("status", "entry", "shapes", "note"), rows, indent=2, title="Not transferred whole:",
+                     row_style=lambda row: f"background:{STATUS_COLOURS[row['status']]}")
+
     def __str__(self) -> str:
-        lines = self._summary_lines()
-        header = ("layer", "name", "stage", "type", "items", "ok", "partial", "adapted", "mismatch", "missing",
-                  "coverage")
-        table = [header] + [(s.index, s.name, s.stage, s.type, s.items, s.transferred, s.partial, s.adapted,
-                             s.shape_mismatch, s.missing_in_source, f"{100 * s.coverage:.1f}%")
-                            for s in self.by_layer()]
-        widths = [max(len(str(row[k])) for row in table) for k in range(len(header))]
-        lines += ["", "Per layer:"] + ["  " + "  ".join(str(v).ljust(w) if k in (1, 2, 3) else str(v).rjust(w)
-                                                         for k, (v, w) in enumerate(zip(row, widths)))
-                                       for row in table]
-        details = self._detail_rows()
-        if details:
-            width = max(len(r.name) for r in details)
-            lines += ["", "Not transferred whole:"]
-            lines += [f"  {r.status:<17} {r.name:<{width}}  {_shapes(r)}" + (f"  ({r.note})" if r.note else "")
-                      for r in details]
-        return "\n".join(lines)
+        parts = ["\n".join(self._summary_lines()), str(self.layer_table())]
+        if self._detail_rows():
+            parts.append(str(self.detail_table()))
+        return "\n\n".join(parts)
 
     def __repr__(self) -> str:
         return f"TransferReport({self.headline!r}, coverage={100 * self.coverage:.1f}%)"
 
     def _repr_html_(self) -> str:
-        colours = {"transferred": "#d9f2d9", "partial": "#fff2cc", "adapted": "#dbe9ff", "shape_mismatch": "#f8d0d0",
-                   "missing_in_source": "#eeeeee", "unused": "#f4f4f4"}
         summary = "<br>".join(escape(line) for line in self._summary_lines())
-        layer_head = "".join(f"<th>{h}</th>" for h in ("layer", "name", "stage", "type", "items", "transferred",
-                                                       "partial", "adapted", "mismatch", "missing", "coverage"))
-        layer_rows = "".join(
-            f"<tr><td>{s.index}</td><td>{escape(s.name)}</td><td>{s.stage}</td><td>{s.type}</td><td>{s.items}</td>"
-            f"<td>{s.transferred}</td><td>{s.partial}</td><td>{s.adapted}</td><td>{s.shape_mismatch}</td>"
-            f"<td>{s.missing_in_source}</td><td>{100 * s.coverage:.1f}%</td></tr>" for s in self.by_layer())
-        detail_rows = "".join(
-            f"<tr style='background:{colours[r.status]}'><td>{r.status}</td><td>{escape(r.name)}</td>"
-            f"<td>{escape(_shapes(r))}</td><td>{escape(r.note)}</td></tr>" for r in self._detail_rows())
-        return (f"<div><b>{summary}</b><table><tr>{layer_head}</tr>{layer_rows}</table>"
-                f"<details><summary>entries not transferred whole</summary><table>"
-                f"<tr><th>status</th><th>entry</th><th>shapes</th><th>note</th></tr>{detail_rows}</table>"
-                f"</details></div>")
+        details = self.detail_table()._repr_html_()
+        return (f"<div><b>{summary}</b>{self.layer_table()._repr_html_()}"
+                f"<details><summary>entries not transferred whole</summary>{details}</details></div>")
 
 
 def _shapes(r: Row) -> str:
@@ -430,10 +436,11 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
     for key, (name, tensor) in list(src.items()) + list(displaced.items()):
         if name not in consumed:
             note = "displaced by layer_map" if key in displaced and displaced[key][0] == name else ""
-            rows.append(Row(name, "unused", None, tuple(tensor.shape), name, src_index(name), tensor.numel(), 0,
-                            False, note))
+            rows.append(Row(name=name, status="unused", shape=None, source_shape=tuple(tensor.shape),
+                            source_name=name, layer=src_index(name), numel=tensor.numel(), copied=0, parameter=False,
+                            note=note))
             consumed.add(name)
-    report = TransferReport(tuple(rows), tuple((x.index, x.name, x.stage, x.type) for x in layers), dry_run,
+    report = TransferReport(tuple(rows), tuple(ReportLayer(x.index, x.name, x.stage, x.type) for x in layers), dry_run,
                             dict(layer_map or {}))
     if not dry_run and report.n_items and not report.n_transferred:
         warnings.warn(_nothing_transferred(report, src), UserWarning, stacklevel=2)
@@ -489,21 +496,22 @@ def _match(model: nn.Module, src: dict, plan: dict, build: bool):
     rows, load, consumed = [], {}, set()
     for key, t in target.items():
         shape, n, is_param = tuple(t.shape), t.numel(), key in params
+        entry = partial(Row, name=key, shape=shape, layer=index(key), numel=n, parameter=is_param)
         if key in plan:
             row, value = _class_row(key, t, src, plan[key], index(key), is_param, build)
         elif key not in src:
-            row, value = Row(key, "missing_in_source", shape, None, None, index(key), n, 0, is_param), None
+            row, value = entry(status="missing_in_source", source_shape=None, source_name=None, copied=0), None
         else:
             name, s = src[key]
+            found = partial(entry, source_shape=tuple(s.shape), source_name=name)
             if s.shape == t.shape:
-                row, value = Row(key, "transferred", shape, shape, name, index(key), n, n, is_param), s
+                row, value = found(status="transferred", copied=n), s
             elif key == first_conv and _can_adapt(s, t):
                 how = "sum over channels" if t.shape[1] == 1 else f"repeat, scale {s.shape[1]}/{t.shape[1]}"
-                row = Row(key, "adapted", shape, tuple(s.shape), name, index(key), n, n, is_param,
-                          f"input channels {s.shape[1]} -> {t.shape[1]} ({how})")
+                row = found(status="adapted", copied=n, note=f"input channels {s.shape[1]} -> {t.shape[1]} ({how})")
                 value = adapt_input_conv(s.detach().to(t.dtype), t.shape[1]) if build else None
             else:
-                row, value = Row(key, "shape_mismatch", shape, tuple(s.shape), name, index(key), n, 0, is_param), None
+                row, value = found(status="shape_mismatch", copied=0), None
         rows.append(row)
         if row.source_name is not None:
             consumed.add(row.source_name)
@@ -516,16 +524,15 @@ def _class_row(key: str, t: torch.Tensor, src: dict, plan: tuple, layer: int | N
     """A class-layer entry: rows copied by class name (``partial``), or whole when the order is the same."""
     source_key, rows_t, rows_s, n_target = plan
     name, s = src[source_key]
-    shape = tuple(t.shape)
+    entry = partial(Row, name=key, shape=tuple(t.shape), source_shape=tuple(s.shape), source_name=name, layer=layer,
+                    numel=t.numel(), parameter=is_param)
     if s.shape[1:] != t.shape[1:]:
-        return Row(key, "shape_mismatch", shape, tuple(s.shape), name, layer, t.numel(), 0, is_param,
-                   "class layer input width differs: no rows copied"), None
+        return entry(status="shape_mismatch", copied=0, note="class layer input width differs: no rows copied"), None
     if s.shape == t.shape and rows_t == rows_s == list(range(n_target)):
-        return Row(key, "transferred", shape, shape, name, layer, t.numel(), t.numel(), is_param,
-                   "class names in the same order"), s
+        return entry(status="transferred", copied=t.numel(), note="class names in the same order"), s
     per_row = t[0].numel() if t.ndim else 1
-    row = Row(key, "partial", shape, tuple(s.shape), name, layer, t.numel(), len(rows_t) * per_row, is_param,
-              f"{len(rows_t)}/{n_target} class rows copied by name")
+    row = entry(status="partial", copied=len(rows_t) * per_row,
+                note=f"{len(rows_t)}/{n_target} class rows copied by name")
     if not build or not rows_t:
         return row, None
     value = t.detach().clone()

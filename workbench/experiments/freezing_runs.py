@@ -3,7 +3,7 @@
 * :func:`compare_freezing`: ``full`` (every layer trains), ``frozen`` (layers ``0..depth-1``
   frozen throughout, YOLOv5's ``--freeze depth``) and ``staged`` (frozen until ``unfreeze_at``,
   then everything trains: ``fit(freeze={0: depth, unfreeze_at: 0})``), all three from the same
-  pretrained start on the same seed and data, through :func:`workbench.panels.paired_runs` as
+  pretrained start on the same seed and data, through :func:`workbench.runs.paired_runs` as
   the compare panel runs them. Each run reports what it trained (parameters), what it cost (a
   measured step time per freeze depth), how far its backbone moved from the pretrained weights,
   and its validation accuracy after every epoch.
@@ -28,7 +28,6 @@ import copy
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from html import escape
 
 import torch
 from torch import nn
@@ -36,10 +35,11 @@ from torch import nn
 from ..checkpoints import pretrained
 from ..freezing import BN_POLICIES, BNDrift, bn_drift, bn_snapshot, depth_at, set_freeze_depth
 from ..layers import numbered_layers
+from ..modes import eval_mode
 from ..monitor import snapshot, weight_drift
-from ..panels import paired_runs, setup_run
-from ..panels.transfer import default_build
+from ..runs import default_build, paired_runs, setup_run
 from ..schedules import CosineWarmup, Schedule
+from ..table import Table, TextResult
 from ..training import DEFAULT_CLIP, History, step_time
 from .pretraining import TARGET_CLASSES, VAL_PER_CLASS, target_data
 
@@ -48,12 +48,6 @@ _PANEL_NAME = {"full": "pretrained", "frozen": "frozen", "staged": "staged"}  # 
 DEFAULT_SCHEDULE = CosineWarmup(warmup_epochs=0.0)  # the LR falls along a cosine: lower when `staged` unfreezes
 BN_REFERENCES = {"eval": "Ultralytics >= 8.3.99, Keras", "train": "YOLOv5", "affine": "fastai (train_bn)",
                  "frozen": "timm (FrozenBatchNorm2d)"}
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    cells = [list(header)] + [list(map(str, row)) for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    return "\n".join("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
 
 
 def _source_and_build(source, build):
@@ -94,8 +88,8 @@ class FreezeRun:
         return "; ".join(stages)
 
 
-@dataclass(frozen=True)
-class FreezeComparison:
+@dataclass(frozen=True, repr=False)
+class FreezeComparison(TextResult):
     """Full, frozen and staged fine-tuning of one target task: the setting, then one :class:`FreezeRun` each."""
 
     setting: str
@@ -120,17 +114,12 @@ class FreezeComparison:
 
     def __str__(self) -> str:
         header = ("run", "trainable params", "ms/step", "train s", "backbone drift", "val acc", "per epoch")
-        rows = [(r.name, f"{r.trainable:,} ({100 * r.trainable / r.total:.0f}%)",
-                 "/".join(f"{ms:.0f}" for _, ms in r.step_ms), f"{r.train_seconds:.2f}", f"{r.backbone_drift:.4f}",
-                 f"{r.accuracy:.3f}", " ".join(f"{a:.2f}" for a in r.curve))
-                for r in self.runs]
+        rows = [{"run": r.name, "trainable params": f"{r.trainable:,} ({100 * r.trainable / r.total:.0f}%)",
+                 "ms/step": "/".join(f"{ms:.0f}" for _, ms in r.step_ms), "train s": f"{r.train_seconds:.2f}",
+                 "backbone drift": f"{r.backbone_drift:.4f}", "val acc": f"{r.accuracy:.3f}",
+                 "per epoch": " ".join(f"{a:.2f}" for a in r.curve)} for r in self.runs]
         notes = [f"  {r.name}: {r.describe()}" for r in self.runs]
-        return "\n".join([self.setting, _table(header, rows), *notes, f"best as trained: {self.best}"])
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
+        return str(Table(header, rows, indent=2, title=self.setting, notes=[*notes, f"best as trained: {self.best}"]))
 
 
 def _trainable(model: nn.Module, depth: int) -> int:
@@ -237,8 +226,8 @@ class BNPolicyRow:
     accuracy: float
 
 
-@dataclass(frozen=True)
-class BNPolicyComparison:
+@dataclass(frozen=True, repr=False)
+class BNPolicyComparison(TextResult):
     """The four BatchNorm policies on the same frozen run: one :class:`BNPolicyRow` each, and the drift tables."""
 
     setting: str
@@ -255,14 +244,10 @@ class BNPolicyComparison:
     def __str__(self) -> str:
         header = ("bn policy", "as in", "trainable", "frozen BNs whose stats moved", "max mean shift",
                   "frozen output change", "val acc")
-        rows = [(r.policy, r.reference, f"{r.trainable:,}", f"{r.moved}/{r.norms}", f"{r.mean_shift:.4f}",
-                 f"{r.feature_change:.4f}", f"{r.accuracy:.3f}") for r in self.rows]
-        return "\n".join([self.setting, _table(header, rows)])
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
+        rows = [{"bn policy": r.policy, "as in": r.reference, "trainable": r.trainable,
+                 "frozen BNs whose stats moved": f"{r.moved}/{r.norms}", "max mean shift": f"{r.mean_shift:.4f}",
+                 "frozen output change": f"{r.feature_change:.4f}", "val acc": f"{r.accuracy:.3f}"} for r in self.rows]
+        return str(Table(header, rows, indent=2, title=self.setting))
 
 
 @torch.no_grad()
@@ -279,12 +264,11 @@ def layer_output(model: nn.Module, index: int, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"layer index {index} is outside 0..{len(layers) - 1}")
     found = []
     handle = layers[index].module.register_forward_hook(lambda module, args, out: found.append(out.detach()))
-    mode = model.training
     try:
-        model.eval()(x)
+        with eval_mode(model):
+            model(x)
     finally:
         handle.remove()
-        model.train(mode)
     return found[0]
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from html import escape
 
 import numpy as np
 import torch
@@ -28,17 +27,11 @@ from ..checkpoints import pretrained
 from ..layers import numbered_layers
 from ..monitor import snapshot, weight_drift
 from ..optim import make_optimizer
-from ..panels import setup_run
-from ..panels.transfer import default_build
+from ..runs import default_build, setup_run
 from ..schedules import Preview, Schedule, YoloSchedule
+from ..table import Table, TextResult
 from ..training import DEFAULT_CLIP, Batches, History, fit
 from .pretraining import TARGET_CLASSES, VAL_PER_CLASS, target_data
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    cells = [list(header)] + [list(map(str, row)) for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    return "\n".join("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
 
 
 # ----------------------------------------------------------------------------------------------- the groups
@@ -55,8 +48,8 @@ class GroupRow:
     members: tuple[str, ...]  # every parameter name in the group
 
 
-@dataclass(frozen=True)
-class GroupTable:
+@dataclass(frozen=True, repr=False)
+class GroupTable(TextResult):
     """The groups of an optimiser, one :class:`GroupRow` each; prints the first ``show`` members of each."""
 
     rows: tuple[GroupRow, ...]
@@ -70,18 +63,14 @@ class GroupTable:
 
     def __str__(self) -> str:
         header = ("group", "tag", "tensors", "params", "lr", "weight decay", "members")
-        rows = [(r.name, r.tag, r.tensors, f"{r.params:,}", f"{r.lr:g}", f"{r.weight_decay:g}",
-                 ", ".join(r.members[:self.show]) + (f", ... (+{len(r.members) - self.show})"
-                                                     if len(r.members) > self.show else ""))
+        rows = [{"group": r.name, "tag": r.tag, "tensors": r.tensors, "params": r.params, "lr": f"{r.lr:g}",
+                 "weight decay": f"{r.weight_decay:g}",
+                 "members": ", ".join(r.members[:self.show]) + (f", ... (+{len(r.members) - self.show})"
+                                                                if len(r.members) > self.show else "")}
                 for r in self.rows]
         total = sum(r.params for r in self.rows)
-        return "\n".join([f"{len(self.rows)} groups, {sum(r.tensors for r in self.rows)} tensors, "
-                          f"{total:,} parameters", _table(header, rows)])
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
+        title = f"{len(self.rows)} groups, {sum(r.tensors for r in self.rows)} tensors, {total:,} parameters"
+        return str(Table(header, rows, indent=2, title=title))
 
 
 def group_table(groups: torch.optim.Optimizer | Iterable[dict], show: int = 3) -> GroupTable:
@@ -108,8 +97,8 @@ def group_table(groups: torch.optim.Optimizer | Iterable[dict], show: int = 3) -
 
 
 # ----------------------------------------------------------------------------------------------- the curves
-@dataclass(frozen=True)
-class LRTable:
+@dataclass(frozen=True, repr=False)
+class LRTable(TextResult):
     """Every group's LR and momentum at a few iterations of a preview."""
 
     iterations: tuple[int, ...]
@@ -119,14 +108,10 @@ class LRTable:
 
     def __str__(self) -> str:
         header = ("iteration", *self.lr, "momentum")
-        rows = [(f"{i}" + (" (warmup ends)" if i == self.warmup else ""), *(f"{self.lr[g][k]:.6g}" for g in self.lr),
-                 f"{self.momentum[k]:.4f}") for k, i in enumerate(self.iterations)]
-        return f"warmup: {self.warmup} iterations\n" + _table(header, rows)
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
+        rows = [{"iteration": f"{i}" + (" (warmup ends)" if i == self.warmup else ""),
+                 **{g: f"{self.lr[g][k]:.6g}" for g in self.lr}, "momentum": f"{self.momentum[k]:.4f}"}
+                for k, i in enumerate(self.iterations)]
+        return str(Table(header, rows, indent=2, title=f"warmup: {self.warmup} iterations"))
 
 
 def lr_table(preview: Preview, iterations: Iterable[int] | None = None) -> LRTable:
@@ -184,8 +169,8 @@ class HeadLRRun:
         return statistics.fmean(self.curve)
 
 
-@dataclass(frozen=True)
-class HeadLRComparison:
+@dataclass(frozen=True, repr=False)
+class HeadLRComparison(TextResult):
     """The same transfer run at several head LR multipliers: one :class:`HeadLRRun` each."""
 
     setting: str
@@ -208,15 +193,12 @@ class HeadLRComparison:
         for r in self.runs:
             lrs = {row.name: row.lr for row in r.groups.rows}
             head = lrs.get("weight/head", lrs.get("weight"))
-            rows.append((f"head x{r.head_mult:g}", f"{head:g}", f"{lrs['weight']:g}",
-                         " ".join(f"{a:.2f}" for a in r.curve), f"{r.mean_accuracy:.3f}", f"{r.accuracy:.3f}",
-                         f"{r.backbone_drift:.4f}", f"{r.head_drift:.4f}", f"{max(r.lr_error, r.momentum_error):.1e}"))
-        return "\n".join([self.setting, _table(header, rows)])
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
+            rows.append({"run": f"head x{r.head_mult:g}", "head lr": f"{head:g}", "backbone lr": f"{lrs['weight']:g}",
+                         "per epoch": " ".join(f"{a:.2f}" for a in r.curve), "mean acc": f"{r.mean_accuracy:.3f}",
+                         "final acc": f"{r.accuracy:.3f}", "backbone drift": f"{r.backbone_drift:.4f}",
+                         "head drift": f"{r.head_drift:.4f}",
+                         "recorded - preview": f"{max(r.lr_error, r.momentum_error):.1e}"})
+        return str(Table(header, rows, indent=2, title=self.setting))
 
 
 def _max_difference(recorded: dict[str, list[float]], predicted: dict[str, np.ndarray]) -> float:

@@ -30,9 +30,9 @@ from ..freezing import freeze
 from ..metrics import evaluate
 from ..optim import make_optimizer
 from ..schedules import YoloSchedule
+from ..table import Table, TableResult, find_row
 from ..training import History, fit
 from ..transfer import transfer
-from .scratch import _html_table, _text_table
 from .tiny_resnet import TinyResNet
 
 SOURCE_CLASSES = ("circle", "square", "triangle", "ring", "plus", "diamond")
@@ -124,8 +124,8 @@ class OwnRunRow:
     mean_val_accuracy: float
 
 
-@dataclass(frozen=True)
-class OwnComparison:
+@dataclass(frozen=True, repr=False)
+class OwnComparison(TableResult):
     """Scratch, pretrained and frozen runs of your model; ``histories`` and ``models`` keep each run."""
 
     rows: tuple[OwnRunRow, ...]
@@ -136,22 +136,13 @@ class OwnComparison:
               "mean val acc")
 
     def row(self, run: str) -> OwnRunRow:
-        found = [r for r in self.rows if r.run == run]
-        if not found:
-            raise ValueError(f"no run {run!r}; this comparison has {[r.run for r in self.rows]}")
-        return found[0]
+        return find_row(self.rows, "run", run)
 
-    def _cells(self) -> list[tuple]:
-        return [(r.run, f"{r.trainable:,}", r.steps, r.first_val_accuracy, r.best_val_accuracy, r.last_val_accuracy,
-                 r.mean_val_accuracy) for r in self.rows]
-
-    def __str__(self) -> str:
-        return _text_table(self.HEADER, self._cells())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return _html_table(self.HEADER, self._cells(), "Your model on the target task, same data and seed")
+    def as_table(self) -> Table:
+        rows = [{"run": r.run, "trainable params": r.trainable, "steps": r.steps,
+                 "val acc 1st epoch": r.first_val_accuracy, "best val acc": r.best_val_accuracy,
+                 "last val acc": r.last_val_accuracy, "mean val acc": r.mean_val_accuracy} for r in self.rows]
+        return Table(self.HEADER, rows, caption="Your model on the target task, same data and seed")
 
 
 def start_model(run: str, source: nn.Module | dict, nc: int, *, build: Callable[[int], nn.Module] = build,

@@ -5,9 +5,8 @@
 * :func:`target_data`: the target task, with the two knobs of the lesson (``n_per_class``, the
   target size, and ``gap`` / ``domain``, how far it is from the source);
 * :func:`compare`: the same target task fine-tuned from the pretrained weights and from scratch,
-  on the same seed and data (through :func:`workbench.panels.paired_runs`, as the panel does);
+  on the same seed and data (through :func:`workbench.runs.paired_runs`, as the panel does);
 * :func:`sweep`: :func:`compare` over the knobs;
-* :class:`TargetPanel`: the knobs above a :class:`~workbench.panels.ComparePanel`.
 
 Every run reports its validation accuracy twice: *as trained* (eval mode, the BatchNorm running
 statistics the run ended with, which is what ``fit`` and Ultralytics report) and *BN
@@ -27,11 +26,8 @@ import copy
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
 from itertools import product
 
-import ipywidgets as widgets
-import plotly.graph_objects as go
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
@@ -40,25 +36,15 @@ from .. import data
 from ..checkpoints import pretrained
 from ..freezing import unfreeze
 from ..metrics import evaluate
-from ..panels import ComparePanel, Panel, paired_runs
-from ..panels.base import STYLE
-from ..panels.transfer import default_build
+from ..plots.results import sweep_bars
+from ..runs import default_build, paired_runs
+from ..table import Table, TextResult
 from ..training import DEFAULT_CLIP, Batches, History
 
 TARGET_CLASSES = ("triangle", "ring", "halfdisk", "tee")  # two source classes, two the source never saw
 DOMAINS = ("shapes", "digits")
 VAL_PER_CLASS = 25
 STARTS = ("pretrained", "scratch")
-
-
-class _Text:
-    """A result shown as its text: preformatted in Jupyter, plain in a console."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
 
 
 # ----------------------------------------------------------------------------------------------- the weights
@@ -74,7 +60,7 @@ class Entry:
 
 
 @dataclass(frozen=True, repr=False)
-class WeightsSummary(_Text):
+class WeightsSummary(TextResult):
     """What a set of pretrained weights is: a few entries, the counts, and the metadata stored beside them."""
 
     entries: tuple[Entry, ...]
@@ -94,11 +80,10 @@ class WeightsSummary(_Text):
         lines = [f"{self.n_items} state_dict entries: {self.n_parameters} parameters ({self.parameter_values:,} "
                  f"values) + {self.n_buffers} buffers ({self.buffer_values:,} values, "
                  f"{self.n_num_batches_tracked} of them num_batches_tracked)", ""]
-        width = max(len(e.name) for e in self.entries)
-        for e in self.entries:
-            values = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in e.values)
-            lines.append(f"  {e.name:<{width}}  {e.kind:<9}  {str(e.shape):<14} {e.dtype:<7}  [{values}"
-                         + (", ...]" if len(e.values) > 1 else "]"))
+        entries = [{"name": e.name, "kind": e.kind, "shape": str(e.shape), "dtype": e.dtype,
+                    "first values": "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in e.values)
+                    + (", ...]" if len(e.values) > 1 else "]")} for e in self.entries]
+        lines += list(Table(("name", "kind", "shape", "dtype", "first values"), entries, indent=2).lines())
         if self.metadata:
             lines += ["", "metadata stored with the weights:"]
             lines += [f"  {k}: {_short(v)}" for k, v in self.metadata.items()]
@@ -221,7 +206,7 @@ def bn_reestimated_accuracy(model: nn.Module, train, val, batch_size: int = 16) 
 
 
 @dataclass(frozen=True, repr=False)
-class Comparison(_Text):
+class Comparison(TextResult):
     """Pretrained against scratch on one target task: the knobs, then one :class:`Run` each."""
 
     domain: str
@@ -254,19 +239,15 @@ class Comparison(_Text):
     def __str__(self) -> str:
         header = ("start", "val acc (as trained)", "val acc (BN re-estimated)", "per epoch", "mean loss",
                   "median grad norm", "clipped steps")
-        rows = [(r.start, f"{r.accuracy:.3f}", f"{r.accuracy_bn:.3f}", " ".join(f"{a:.2f}" for a in r.curve),
-                 f"{r.mean_loss:.3f}", f"{r.median_grad_norm:.2f}", f"{100 * r.clipped:.0f}%")
-                for r in (self.pretrained, self.scratch)]
+        rows = [{"start": r.start, "val acc (as trained)": f"{r.accuracy:.3f}",
+                 "val acc (BN re-estimated)": f"{r.accuracy_bn:.3f}",
+                 "per epoch": " ".join(f"{a:.2f}" for a in r.curve),
+                 "mean loss": f"{r.mean_loss:.3f}", "median grad norm": f"{r.median_grad_norm:.2f}",
+                 "clipped steps": f"{100 * r.clipped:.0f}%"} for r in (self.pretrained, self.scratch)]
         steps = self.pretrained.history.step
-        return "\n".join([f"{self.knobs()}: {self.epochs} epochs, {steps} steps each", _table(header, rows),
-                          f"advantage of pretrained: {self.advantage:+.3f} as trained, "
-                          f"{self.feature_advantage:+.3f} with BN re-estimated"])
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    cells = [list(header)] + [list(map(str, row)) for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    return "\n".join("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+        return str(Table(header, rows, indent=2, title=f"{self.knobs()}: {self.epochs} epochs, {steps} steps each",
+                         notes=[f"advantage of pretrained: {self.advantage:+.3f} as trained, "
+                                f"{self.feature_advantage:+.3f} with BN re-estimated"]))
 
 
 def compare(n_per_class: int = 10, *, domain: str = "shapes", gap: float = 0.0,
@@ -314,7 +295,7 @@ def compare(n_per_class: int = 10, *, domain: str = "shapes", gap: float = 0.0,
 
 
 @dataclass(frozen=True, repr=False)
-class Sweep(_Text):
+class Sweep(TextResult):
     """:func:`compare` over the knobs: one :class:`Comparison` per setting."""
 
     results: tuple[Comparison, ...]
@@ -331,27 +312,16 @@ class Sweep(_Text):
     def __str__(self) -> str:
         header = ("target", "pretrained", "scratch", "advantage", "pretrained (BN re-est.)", "scratch (BN re-est.)",
                   "advantage (BN re-est.)")
-        rows = [(r.knobs(), f"{r.pretrained.accuracy:.3f}", f"{r.scratch.accuracy:.3f}", f"{r.advantage:+.3f}",
-                 f"{r.pretrained.accuracy_bn:.3f}", f"{r.scratch.accuracy_bn:.3f}", f"{r.feature_advantage:+.3f}")
-                for r in self.results]
-        return "validation accuracy at the end of each run\n" + _table(header, rows)
+        rows = [{"target": r.knobs(), "pretrained": f"{r.pretrained.accuracy:.3f}",
+                 "scratch": f"{r.scratch.accuracy:.3f}", "advantage": f"{r.advantage:+.3f}",
+                 "pretrained (BN re-est.)": f"{r.pretrained.accuracy_bn:.3f}",
+                 "scratch (BN re-est.)": f"{r.scratch.accuracy_bn:.3f}",
+                 "advantage (BN re-est.)": f"{r.feature_advantage:+.3f}"} for r in self.results]
+        return str(Table(header, rows, indent=2, title="validation accuracy at the end of each run"))
 
-    def figure(self, title: str = "Pretrained against scratch over the knobs") -> go.Figure:
-        """Final validation accuracy per setting: solid bars as trained, hatched bars with BN re-estimated."""
-        x = [r.knobs() for r in self.results]
-        colours = {"pretrained": "#1f77b4", "scratch": "#ff7f0e"}
-        fig = go.Figure()
-        for start in STARTS:
-            runs = [getattr(r, start) for r in self.results]
-            fig.add_bar(x=x, y=[run.accuracy for run in runs], name=f"{start}, as trained",
-                        marker_color=colours[start])
-            fig.add_bar(x=x, y=[run.accuracy_bn for run in runs], name=f"{start}, BN re-estimated",
-                        marker=dict(color="white", line=dict(color=colours[start], width=2),
-                                    pattern=dict(shape="/", fgcolor=colours[start])))
-        fig.update_layout(title=title, barmode="group", height=400, yaxis=dict(title="validation accuracy",
-                                                                             range=[0, 1.05]),
-                          legend=dict(orientation="h", y=-0.25), margin=dict(l=60, r=30, t=60, b=40))
-        return fig
+    def figure(self, title: str = "Pretrained against scratch over the knobs"):
+        """Final validation accuracy per setting (:func:`workbench.plots.sweep_bars`)."""
+        return sweep_bars(self.results, STARTS, title=title)
 
 
 def sweep(settings: Iterable[Mapping], **common) -> Sweep:
@@ -379,57 +349,3 @@ def grid(n_per_class: Iterable[int] = (10,), gap: Iterable[float] = (0.0,), doma
         {'domain': 'shapes', 'n_per_class': 10, 'gap': 0.5}
     """
     return [{"domain": d, "n_per_class": n, "gap": g} for d, n, g in product(domain, n_per_class, gap)]
-
-
-# ----------------------------------------------------------------------------------------------- the panel
-class TargetPanel(Panel):
-    """The target task's knobs (domain, target size, gap) above a :class:`~workbench.panels.ComparePanel`.
-
-    Moving a knob makes new target data for the next Run; ``panel.compare`` is the ComparePanel
-    (its ``run()`` trains and returns the histories).
-
-    What to look for: with few images and no gap, the pretrained run is right after an epoch while
-    scratch stays at chance; move the gap up or pick digits and the pretrained lead shrinks.
-
-    Example:
-        >>> from workbench import build_model
-        >>> panel = TargetPanel(n_per_class=4, source=build_model(nc=10))
-        >>> panel.n_per_class.value = 6
-        >>> len(panel.compare.train), panel.compare.runs.value
-        (24, ('pretrained', 'scratch'))
-    """
-
-    CONTROLS = ("domain", "n_per_class", "gap")
-
-    def __init__(self, *, domain: str = "shapes", n_per_class: int = 10, gap: float = 0.0,
-                 classes: Sequence[str] = TARGET_CLASSES, source=None, epochs: int = 6, batch_size: int = 16,
-                 seed: int = 0, hide: Iterable[str] = (), **fit_options):
-        self.classes = tuple(classes)
-        self.domain = widgets.ToggleButtons(options=DOMAINS, value=domain, description="target domain", style=STYLE)
-        self.n_per_class = widgets.IntSlider(value=n_per_class, min=2, max=149, description="images per class",
-                                             style=STYLE, continuous_update=False)
-        self.gap = widgets.FloatSlider(value=gap, min=0.0, max=1.0, step=0.1, description="domain gap",
-                                       style=STYLE, continuous_update=False)
-        self.about = widgets.HTML()
-        train, val = self._data(seed)
-        self.compare = ComparePanel(train, val, source=source, runs=STARTS, epochs=epochs, batch_size=batch_size,
-                                    seed=seed, hide=("depth", "unfreeze_at"), **{"device": "cpu", **fit_options})
-        for control in (self.domain, self.n_per_class, self.gap):
-            control.observe(self._update, names="value")
-        self._describe()
-        knobs = widgets.HBox([self.n_per_class, self.gap])
-        self._finish([self.domain, knobs, self.about, self.compare], seed, hide)
-
-    def _data(self, seed: int):
-        return target_data(self.n_per_class.value, domain=self.domain.value, gap=self.gap.value,
-                           classes=self.classes, seed=seed)
-
-    def _update(self, change=None) -> None:
-        self.compare.train, self.compare.val = self._data(self.seed)
-        self._describe()
-
-    def _describe(self) -> None:
-        train = self.compare.train
-        self.about.value = (f"target: {len(train)} training images of {train.nc} classes "
-                            f"({', '.join(train.classes)}); {len(self.compare.val)} validation images; "
-                            "press Run")

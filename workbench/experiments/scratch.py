@@ -19,7 +19,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from html import escape
 
 import torch
 from torch import nn
@@ -35,6 +34,7 @@ from ..stability import (  # LOWER_LR, REMEDIES, remedy_setup: the lesson reads 
     remedy_setup,
     signal_propagation,
 )
+from ..table import Table, TableResult, find_row
 from ..training import History, fit
 from ..transfer import transfer
 
@@ -56,24 +56,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    cells = [list(header)] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence], caption: str = "") -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
-    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<tr>{head}</tr>{body}</table>"
+def _shown(header: Sequence[str], rows: Sequence[dict], caption: str) -> Table:
+    """The lesson's tables: "-" for a value that does not apply, yes/no, three significant digits."""
+    return Table(header, [{k: _fmt(v) for k, v in row.items()} for row in rows], caption=caption)
 
 
 # ---------------------------------------------------------------- initialisation
 
 
-@dataclass(frozen=True)
-class SignalSummary:
+@dataclass(frozen=True, repr=False)
+class SignalSummary(TableResult):
     """Per initialisation scheme, with and without BatchNorm: the output std of the first and the last layer.
 
     ``rows`` are the full :class:`~workbench.stability.SignalRow` list (one per layer call), ready
@@ -101,13 +93,10 @@ class SignalSummary:
             out.append((scheme, bn, first, last, last / first if first > 0 else float("nan")))
         return out
 
-    def __str__(self) -> str:
-        return _text_table(self.HEADER, self.table)
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return _html_table(self.HEADER, self.table, "Signal propagation at initialisation")
+    def as_table(self) -> Table:
+        rows = [{"init": scheme, "BatchNorm": bn, "std first layer": first, "std last layer": last,
+                 "last / first": ratio} for scheme, bn, first, last, ratio in self.table]
+        return _shown(self.HEADER, rows, "Signal propagation at initialisation")
 
 
 def init_signal(x: torch.Tensor, model: nn.Module | Callable[[], nn.Module] | None = None, *,
@@ -154,8 +143,8 @@ class RemedyRow:
     max_grad_norm: float | None
 
 
-@dataclass(frozen=True)
-class RemedyTable:
+@dataclass(frozen=True, repr=False)
+class RemedyTable(TableResult):
     """The fragile run and its remedies, one row each; ``histories`` keeps every run's :class:`History`."""
 
     rows: tuple[RemedyRow, ...]
@@ -165,22 +154,13 @@ class RemedyTable:
               "max |g|")
 
     def row(self, remedy: str) -> RemedyRow:
-        found = [r for r in self.rows if r.remedy == remedy]
-        if not found:
-            raise ValueError(f"no run {remedy!r}; this table has {[r.remedy for r in self.rows]}")
-        return found[0]
+        return find_row(self.rows, "remedy", remedy)
 
-    def _cells(self) -> list[tuple]:
-        return [(r.remedy, r.status, r.steps, r.stopped_at, r.layer, r.first_loss, r.last_loss, r.max_grad_norm)
-                for r in self.rows]
-
-    def __str__(self) -> str:
-        return _text_table(self.HEADER, self._cells())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return _html_table(self.HEADER, self._cells(), "The fragile run, one remedy at a time")
+    def as_table(self) -> Table:
+        rows = [{"remedy": r.remedy, "status": r.status, "steps": r.steps, "blew up at step": r.stopped_at,
+                 "in layer": r.layer, "loss 1st epoch": r.first_loss, "loss last epoch": r.last_loss,
+                 "max |g|": r.max_grad_norm} for r in self.rows]
+        return _shown(self.HEADER, rows, "The fragile run, one remedy at a time")
 
 
 def _remedy_row(remedy: str, history: History) -> RemedyRow:
@@ -230,8 +210,8 @@ class RunRow:
     clipped: float  # fraction of steps that clipping scaled down
 
 
-@dataclass(frozen=True)
-class Comparison:
+@dataclass(frozen=True, repr=False)
+class Comparison(TableResult):
     """Scratch against pretrained on the same data and seed; ``histories`` keeps every run's :class:`History`."""
 
     rows: tuple[RunRow, ...]
@@ -241,22 +221,15 @@ class Comparison:
               "median |g| 1st epoch", "median |g| last epoch", "clipped steps")
 
     def row(self, run: str) -> RunRow:
-        found = [r for r in self.rows if r.run == run]
-        if not found:
-            raise ValueError(f"no run {run!r}; this comparison has {[r.run for r in self.rows]}")
-        return found[0]
+        return find_row(self.rows, "run", run)
 
-    def _cells(self) -> list[tuple]:
-        return [(r.run, r.epochs, r.steps, r.first_loss, r.last_loss, r.first_val_accuracy, r.best_val_accuracy,
-                 r.early_grad_norm, r.late_grad_norm, f"{100 * r.clipped:.0f}%") for r in self.rows]
-
-    def __str__(self) -> str:
-        return _text_table(self.HEADER, self._cells())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return _html_table(self.HEADER, self._cells(), "Scratch against pretrained, same data and seed")
+    def as_table(self) -> Table:
+        rows = [{"run": r.run, "epochs": r.epochs, "steps": r.steps, "loss 1st epoch": r.first_loss,
+                 "loss last epoch": r.last_loss, "val acc 1st epoch": r.first_val_accuracy,
+                 "best val acc": r.best_val_accuracy, "median |g| 1st epoch": r.early_grad_norm,
+                 "median |g| last epoch": r.late_grad_norm, "clipped steps": f"{100 * r.clipped:.0f}%"}
+                for r in self.rows]
+        return _shown(self.HEADER, rows, "Scratch against pretrained, same data and seed")
 
 
 def _median(values: Sequence[float]) -> float | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from html import escape
 
 import torch
 from torch import nn
@@ -34,7 +33,9 @@ from .. import data
 from ..checkpoints import pretrained
 from ..metrics import evaluate
 from ..models import SCALES, YOLO, Bottleneck, Spec, _backbone, build_model, scale_rules
+from ..modes import eval_mode
 from ..scenes import shape_scenes
+from ..table import Table, TextResult
 from ..training import Batches, History, fit
 from ..transfer import TransferReport, adapt_input_conv, source_state, suggest_layer_map, transfer
 from .pretraining import target_data
@@ -43,25 +44,9 @@ TARGET_CLASSES = ("triangle", "ring", "halfdisk", "tee")  # as lesson 1: two sou
 DETECT_TARGET = ("circle", "halfdisk", "tee")  # the detector's target: one source class, two new ones
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    cells = [list(header)] + [[str(v) for v in row] for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    return "\n".join("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
-
-
-class _Text:
-    """A result shown as its text: preformatted in Jupyter, plain in a console."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{escape(str(self))}</pre>"
-
-
 # ----------------------------------------------------------------------------------------------- the count
 @dataclass(frozen=True, repr=False)
-class ItemCount(_Text):
+class ItemCount(TextResult):
     """The report's items grouped by entry kind (``"BatchNorm2d.running_mean"``) and by stage, with their statuses."""
 
     headline: str
@@ -84,11 +69,13 @@ class ItemCount(_Text):
     def __str__(self) -> str:
         statuses = sorted({s for _, _, c in self.by_kind for s in c} | {"transferred"},
                           key=lambda s: (s != "transferred", s))
-        kind_rows = [(kind, what, sum(c.values()), *(c[s] for s in statuses)) for kind, what, c in self.by_kind]
-        stage_rows = [(stage, sum(c.values()), *(c[s] for s in statuses)) for stage, c in self.by_stage]
-        return "\n".join([self.headline, self.equation(), "", "by kind of entry:",
-                          _table(("entry", "is a", "items", *statuses), kind_rows), "", "by stage:",
-                          _table(("stage", "items", *statuses), stage_rows)])
+        kinds = Table(("entry", "is a", "items", *statuses), [
+            {"entry": kind, "is a": what, "items": sum(c.values()), **{s: c[s] for s in statuses}}
+            for kind, what, c in self.by_kind], indent=2, title="by kind of entry:")
+        stages = Table(("stage", "items", *statuses), [
+            {"stage": stage, "items": sum(c.values()), **{s: c[s] for s in statuses}} for stage, c in self.by_stage],
+            indent=2, title="by stage:")
+        return "\n".join([self.headline, self.equation(), "", str(kinds), "", str(stages)])
 
 
 def _owner_types(model: nn.Module) -> dict[str, str]:
@@ -124,7 +111,7 @@ def count_items(report: TransferReport, model: nn.Module) -> ItemCount:
 
 # ----------------------------------------------------------------------------------------------- verification
 @dataclass(frozen=True, repr=False)
-class Verification(_Text):
+class Verification(TextResult):
     """Each target entry checked against the tensors: source values where the ledger says copied, fresh elsewhere."""
 
     from_source: int
@@ -193,7 +180,7 @@ def verify(report: TransferReport, source, fresh: dict[str, torch.Tensor], model
 
 # ----------------------------------------------------------------------------------------------- class rows
 @dataclass(frozen=True, repr=False)
-class HeadStart(_Text):
+class HeadStart(TextResult):
     """Accuracy before any training on the target classes the source also has, with and without their rows copied."""
 
     shared: tuple[str, ...]
@@ -203,9 +190,9 @@ class HeadStart(_Text):
     accuracy_by_name: float
 
     def __str__(self) -> str:
-        rows = [(name, j, i) for name, j, i in self.row_map]
-        return "\n".join([f"class rows copied by name: {len(self.row_map)}",
-                          _table(("class", "target row", "<- source row"), rows), "",
+        rows = [{"class": name, "target row": j, "<- source row": i} for name, j, i in self.row_map]
+        return "\n".join([str(Table(("class", "target row", "<- source row"), rows, indent=2,
+                                    title=f"class rows copied by name: {len(self.row_map)}")), "",
                           f"accuracy before any training on {self.n_images} images of {', '.join(self.shared)}:",
                           f"  head left fresh (name and shape only): {self.accuracy_plain:.3f}",
                           f"  class rows copied by name:              {self.accuracy_by_name:.3f}"])
@@ -286,7 +273,7 @@ def shifted_model(insert_at: int = 1, *, block: str = "residual", nc: int = 10, 
 
 
 @dataclass(frozen=True, repr=False)
-class LayerMapEffect(_Text):
+class LayerMapEffect(TextResult):
     """The ledger of a shifted architecture by name alone, the suggested layer map, and the ledger with it."""
 
     before: TransferReport
@@ -316,7 +303,7 @@ def layer_map_effect(source, model: nn.Module) -> LayerMapEffect:
 
 
 @dataclass(frozen=True, repr=False)
-class MapRuns(_Text):
+class MapRuns(TextResult):
     """The shifted model fine-tuned twice, same data and seed: weights matched by name, and through a layer map."""
 
     insert_at: int
@@ -328,11 +315,12 @@ class MapRuns(_Text):
         return self.histories[variant].val["accuracy"][-1]
 
     def __str__(self) -> str:
-        rows = [(name, report.headline.removesuffix(" from pretrained weights"), f"{100 * report.coverage:.1f}%",
-                 " ".join(f"{a:.2f}" for a in self.histories[name].val["accuracy"]), f"{self.accuracy(name):.3f}")
-                for name, report in self.reports.items()]
-        return f"one {self.block} layer inserted at index {self.insert_at}, then fine-tuned:\n" + _table(
-            ("weights matched", "items", "coverage", "val accuracy per epoch", "final"), rows)
+        rows = [{"weights matched": name, "items": report.headline.removesuffix(" from pretrained weights"),
+                 "coverage": f"{100 * report.coverage:.1f}%",
+                 "val accuracy per epoch": " ".join(f"{a:.2f}" for a in self.histories[name].val["accuracy"]),
+                 "final": f"{self.accuracy(name):.3f}"} for name, report in self.reports.items()]
+        return str(Table(("weights matched", "items", "coverage", "val accuracy per epoch", "final"), rows, indent=2,
+                         title=f"one {self.block} layer inserted at index {self.insert_at}, then fine-tuned:"))
 
 
 def layer_map_runs(source=None, *, insert_at: int = 1, block: str = "residual", n_per_class: int = 10,
@@ -362,7 +350,7 @@ def layer_map_runs(source=None, *, insert_at: int = 1, block: str = "residual", 
 
 # ----------------------------------------------------------------------------------------------- channels
 @dataclass(frozen=True, repr=False)
-class ChannelAdaptation(_Text):
+class ChannelAdaptation(TextResult):
     """A 1-channel model filled from a 3-channel source, compared with the source on grey images."""
 
     report: TransferReport
@@ -397,14 +385,9 @@ def adapt_channels(source=None, *, channels: int = 1, n_per_class: int = 3, seed
     model = build_model(source.scale, source.task, nc=source.nc, ch=channels)
     report = transfer(source, model)
     grey = data.digits(n_per_class, channels=1, seed=seed)
-    was_training = source.training
-    source.eval(), model.eval()
-    try:
-        with torch.no_grad():
-            expected = source(grey.x.repeat(1, 3, 1, 1))
-            got = model(grey.x.repeat(1, channels, 1, 1))
-    finally:
-        source.train(was_training)
+    with eval_mode(source), eval_mode(model), torch.no_grad():
+        expected = source(grey.x.repeat(1, 3, 1, 1))
+        got = model(grey.x.repeat(1, channels, 1, 1))
     return ChannelAdaptation(report, (got - expected).abs().max().item(), len(grey))
 
 
@@ -432,7 +415,7 @@ def branch_counts(report: TransferReport, layer: int) -> dict[str, Counter]:
 
 
 @dataclass(frozen=True, repr=False)
-class DetectorRuns(_Text):
+class DetectorRuns(TextResult):
     """A 3-class detector fine-tuned on a few scenes, from transferred weights and from scratch: mAP@0.5."""
 
     target_names: tuple[str, ...]
@@ -442,10 +425,10 @@ class DetectorRuns(_Text):
     mAP50: dict[str, float]
 
     def __str__(self) -> str:
-        rows = [(name, f"{score:.3f}") for name, score in self.mAP50.items()]
+        rows = [{"start": name, "val mAP50": f"{score:.3f}"} for name, score in self.mAP50.items()]
         return "\n".join([f"{self.report.headline} ({', '.join(self.target_names)})",
-                          f"fine-tuned on {self.n_scenes} scenes for {self.epochs} epochs:",
-                          _table(("start", "val mAP50"), rows)])
+                          str(Table(("start", "val mAP50"), rows, indent=2,
+                                    title=f"fine-tuned on {self.n_scenes} scenes for {self.epochs} epochs:"))])
 
 
 def detector_runs(source=None, target_names: Sequence[str] = DETECT_TARGET, *,

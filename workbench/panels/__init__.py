@@ -10,26 +10,25 @@ Example:
     True
 """
 from .base import Panel, Throttle, refresh_figure
-from .compare import RUNS, ComparePanel, paired_runs, setup_run
+from .compare import ComparePanel
 from .freeze import FreezeDepthPreview, FreezePanel, depth_summary, depth_table_html
+from .target import TargetPanel
 from .train import TrainPanel
 from .transfer import TransferPanel, parse_layer_map
 from .warmup import WarmupPanel
 
 __all__ = [
-    "RUNS",
     "ComparePanel",
     "FreezeDepthPreview",
     "FreezePanel",
     "Panel",
+    "TargetPanel",
     "Throttle",
     "TrainPanel",
     "TransferPanel",
     "WarmupPanel",
     "depth_summary",
     "depth_table_html",
-    "paired_runs",
     "parse_layer_map",
     "refresh_figure",
-    "setup_run",
 ]

@@ -278,3 +278,15 @@ class Worker:
         """Wait for the run to finish (tests and scripts)."""
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def _result(self):
+        """What :meth:`run` returns (subclasses override)."""
+
+    def run(self, wait: bool = True):
+        """Start, and with ``wait`` block until the work ends and raise its error; returns the panel's result."""
+        self.start()
+        if wait:
+            self.join()
+            if self.error is not None:
+                raise self.error
+        return self._result()

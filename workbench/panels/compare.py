@@ -1,76 +1,22 @@
-"""Paired runs: pretrained against scratch, frozen and staged, on the same seed and the same data.
+"""Paired runs in a panel: pretrained against scratch, frozen and staged, curves overlaid as they train.
 
-:func:`setup_run` builds each run's starting model and ``fit`` options; :func:`paired_runs`
-trains them one after another (no widgets: a notebook or a test can call it directly);
-:class:`ComparePanel` does the same in the background and overlays the curves live.
-
-Example:
-    >>> from workbench import build_model
-    >>> model, options = setup_run("staged", build_model(nc=10), lambda nc: build_model(nc=nc), nc=3,
-    ...                            depth=9, unfreeze_at=2)
-    >>> options
-    {'freeze': {0: 9, 2: 0}}
+The runs themselves are :func:`workbench.runs.paired_runs` (no widgets); :class:`ComparePanel`
+trains them in the background and redraws at a bounded rate.
 """
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import ipywidgets as widgets
-import torch
 from torch import nn
 
 from ..layers import numbered_layers
 from ..plots import compare_runs
-from ..training import History, fit
-from ..transfer import transfer
+from ..runs import RUNS, default_build, default_source, paired_runs
+from ..table import Table
+from ..training import History
 from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
-from .transfer import default_build, default_source
-
-RUNS = ("pretrained", "scratch", "frozen", "staged")
-
-
-def setup_run(name: str, source, build: Callable[[int], nn.Module], nc: int, *, depth: int, unfreeze_at: int = 1,
-              seed: int = 0) -> tuple[nn.Module, dict]:
-    """One run's starting model (built under ``seed``, so every run starts alike) and its ``fit`` options.
-
-    ``pretrained``: the source's weights, everything trains. ``scratch``: fresh initialisation.
-    ``frozen``: pretrained with layers ``0..depth-1`` frozen throughout. ``staged``: frozen like
-    that until epoch ``unfreeze_at``, then everything trains.
-    """
-    if name not in RUNS:
-        raise ValueError(f"unknown run {name!r}; choose from {list(RUNS)}")
-    torch.manual_seed(seed)
-    model = build(nc)
-    if name != "scratch":
-        transfer(source, model)
-    options = {"frozen": {"freeze": {0: depth}}, "staged": {"freeze": {0: depth, unfreeze_at: 0}}}.get(name, {})
-    return model, options
-
-
-def paired_runs(train, val, *, source, build: Callable[[int], nn.Module], runs: Sequence[str] = RUNS[:3],
-                nc: int | None = None, depth: int, unfreeze_at: int = 1, epochs: int = 3, batch_size: int = 16,
-                seed: int = 0, callback: Callable[[str, History], None] | None = None, stop=None,
-                models: dict | None = None, histories: dict | None = None, **fit_options) -> dict[str, History]:
-    """Train every run in ``runs`` on the same data and seed; ``{run: History}`` (``models`` collects the models).
-
-    ``callback(run, history)`` after every step; a set ``stop`` ends the current run and skips the rest.
-    """
-    nc = nc if nc is not None else getattr(train, "nc", None)
-    if nc is None:
-        raise ValueError("pass nc=<number of classes>: the training data has no class list to count")
-    histories = {} if histories is None else histories
-    for name in runs:
-        if stop is not None and stop.is_set():
-            break
-        model, options = setup_run(name, source, build, nc, depth=depth, unfreeze_at=unfreeze_at, seed=seed)
-        if models is not None:
-            models[name] = model
-        histories[name] = History()
-        step = (lambda h, name=name: callback(name, h)) if callback is not None else None
-        fit(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed, progress=False, callback=step,
-            stop=stop, history=histories[name], **{**options, **fit_options})
-    return histories
 
 
 class ComparePanel(Panel, Worker):
@@ -131,13 +77,8 @@ class ComparePanel(Panel, Worker):
         self.status.value = "training..."
         return self._launch(self._train)
 
-    def run(self, wait: bool = True) -> dict[str, History]:
-        """Start, and with ``wait`` block until every run ends; returns ``{run: History}``."""
-        self.start()
-        if wait:
-            self.join()
-            if self.error is not None:
-                raise self.error
+    def _result(self) -> dict[str, History]:
+        """``run()`` returns ``{run: History}``."""
         return self.histories
 
     def _train(self) -> None:
@@ -167,15 +108,14 @@ class ComparePanel(Panel, Worker):
         for name, history in self.histories.items():
             accuracy = history.val.get("accuracy", [])
             model = self.models.get(name)
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if model is not None else 0
-            rows.append(f"<tr><td>{name}</td><td>{history.status}</td><td>{history.step}</td>"
-                        f"<td>{history.loss[-1] if history.loss else float('nan'):.4f}</td>"
-                        f"<td>{accuracy[-1] if accuracy else float('nan'):.3f}</td>"
-                        f"<td>{max(accuracy) if accuracy else float('nan'):.3f}</td>"
-                        f"<td>{trainable:,}</td><td>{history.seconds:.1f}</td></tr>")
-        head = "".join(f"<th>{h}</th>" for h in ("run", "status", "steps", "last loss", "val accuracy", "best",
-                                                 "trainable at end", "seconds"))
-        return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+            rows.append({"run": name, "status": history.status, "steps": history.step,
+                         "last loss": f"{history.loss[-1]:.4f}" if history.loss else None,
+                         "val accuracy": f"{accuracy[-1]:.3f}" if accuracy else None,
+                         "best": f"{max(accuracy):.3f}" if accuracy else None,
+                         "trainable at end": sum(p.numel() for p in model.parameters() if p.requires_grad)
+                         if model is not None else 0, "seconds": f"{history.seconds:.1f}"})
+        return Table(("run", "status", "steps", "last loss", "val accuracy", "best", "trainable at end", "seconds"),
+                     rows)._repr_html_()
 
     def _failed(self, err: BaseException) -> None:
         self.status.value = f"<span style='color:#b00'>training failed: {html.escape(repr(err), quote=False)}</span>"

@@ -19,7 +19,9 @@ from torch import nn
 
 from ..freezing import BN_POLICIES, set_freeze_depth
 from ..layers import numbered_layers
+from ..modes import eval_mode
 from ..plots import freeze_map
+from ..table import Table
 from ..training import step_time
 from .base import STYLE, Panel, live_figure, refresh_figure
 
@@ -39,16 +41,12 @@ def depth_summary(model: nn.Module, depth: int) -> str:
 
 def depth_table_html(model: nn.Module, depth: int) -> str:
     """The layer list with the layers a freeze depth would freeze shaded."""
-    rows = []
-    for layer in numbered_layers(model):
-        frozen = layer.index < depth
-        params = sum(p.numel() for p in layer.module.parameters())
-        style = "background:#dbe9f6;color:#555" if frozen else ""
-        state = "frozen" if frozen else "trainable"
-        rows.append(f"<tr style='{style}'><td>{layer.index}</td><td>{html.escape(layer.name)}</td>"
-                    f"<td>{layer.stage}</td><td>{layer.type}</td><td>{params:,}</td><td>{state}</td></tr>")
-    head = "<tr><th>index</th><th>name</th><th>stage</th><th>type</th><th>params</th><th>would be</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table>"
+    rows = [{"index": layer.index, "name": layer.name, "stage": layer.stage, "type": layer.type,
+             "params": sum(p.numel() for p in layer.module.parameters()),
+             "would be": "frozen" if layer.index < depth else "trainable"} for layer in numbered_layers(model)]
+    return Table(("index", "name", "stage", "type", "params", "would be"), rows,
+                 row_style=lambda row: "background:#dbe9f6;color:#555" if row["would be"] == "frozen" else ""
+                 )._repr_html_()
 
 
 class FreezeDepthPreview(widgets.VBox):
@@ -78,10 +76,8 @@ def example_batch(model: nn.Module, batch: int = 2, size: int = 32, seed: int = 
                          f"example=(x, y), a small batch of inputs and labels")
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, conv.in_channels, size, size, generator=g)
-    was_training = model.training
-    with torch.no_grad():
-        n_out = model.eval()(x).shape[1]
-    model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        n_out = model(x).shape[1]
     return x, torch.randint(0, n_out, (batch,), generator=g)
 
 

@@ -78,13 +78,8 @@ class TrainPanel(Panel, Worker):
         self.status.value = "training..."
         return self._launch(self._train)
 
-    def run(self, wait: bool = True) -> History | None:
-        """Start, and with ``wait`` block until the run ends; returns the History."""
-        self.start()
-        if wait:
-            self.join()
-            if self.error is not None:
-                raise self.error
+    def _result(self) -> History | None:
+        """``run()`` returns the History."""
         return self.history
 
     def reset(self) -> bool:

@@ -15,9 +15,8 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from ..checkpoints import pretrained
-from ..models import build_model
 from ..plots import transfer_map
+from ..runs import default_build, default_source
 from ..transfer import TransferReport, source_state, suggest_layer_map, transfer
 from .base import STYLE, Panel, live_figure, refresh_figure
 
@@ -44,23 +43,6 @@ def format_layer_map(layer_map: dict[int, int]) -> str:
 def parse_names(text: str) -> list[str]:
     """Class names from a comma-separated text (spaces around names are dropped)."""
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def default_source() -> nn.Module:
-    """The shipped pretrained model (``workbench.pretrained("shapes_n")``), or a ValueError naming the way out."""
-    try:
-        return pretrained("shapes_n")
-    except (FileNotFoundError, ValueError) as err:
-        raise ValueError(f"the shipped weights are not available ({err}): pass source=, a model or a state_dict"
-                         ) from err
-
-
-def default_build(source) -> Callable[[int], nn.Module]:
-    """``nc -> model``: a workbench model of the source's scale, task and input channels."""
-    if not all(hasattr(source, a) for a in ("scale", "task", "ch")):
-        raise ValueError("pass build=, a function nc -> a fresh target model (e.g. lambda nc: MyNet(num_classes=nc)):"
-                         " the source is not a workbench model, so the panel cannot build its target")
-    return lambda nc: build_model(source.scale, source.task, nc=nc, ch=source.ch)
 
 
 class TransferPanel(Panel):

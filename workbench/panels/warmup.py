@@ -17,6 +17,7 @@ from ..models import build_model
 from ..optim import param_groups
 from ..plots import lr_curves
 from ..schedules import PROFILES, Preview, YoloSchedule
+from ..table import Table
 from ..training import History
 from .base import STYLE, Panel, keep_state, live_figure, refresh_figure
 
@@ -119,7 +120,6 @@ class WarmupPanel(Panel):
         phase = "warming up" if i < preview.warmup else "after warmup"
         head = (f"<b>iteration {i}</b> (epoch {i // nb}, batch {i % nb}): {phase} "
                 f"(warmup: {preview.warmup} iterations)")
-        rows = "".join(f"<tr><td>{name}</td><td>{self._sizes.get(name, 0):,}</td><td>{lr:.6g}</td><td>{m:.4f}</td></tr>"
-                       for name, (lr, m) in self.at(i).items())
-        return (f"<p>{head}</p><table><tr><th>group</th><th>parameters</th><th>lr</th><th>momentum</th></tr>"
-                f"{rows}</table>")
+        rows = [{"group": name, "parameters": self._sizes.get(name, 0), "lr": f"{lr:.6g}", "momentum": f"{m:.4f}"}
+                for name, (lr, m) in self.at(i).items()]
+        return f"<p>{head}</p>" + Table(("group", "parameters", "lr", "momentum"), rows)._repr_html_()

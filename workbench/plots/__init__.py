@@ -11,6 +11,7 @@ Example:
 from .curves import compare_runs, epoch_end_steps, loss_curve, lr_curves, training_dashboard
 from .health import bn_drift_bars, clip_value, drift_bars, grad_heatmap, grad_matrix, signal_plot
 from .layers import freeze_map, freeze_rows, transfer_map
+from .results import sweep_bars
 
 __all__ = [
     "bn_drift_bars",
@@ -25,6 +26,7 @@ __all__ = [
     "loss_curve",
     "lr_curves",
     "signal_plot",
+    "sweep_bars",
     "training_dashboard",
     "transfer_map",
 ]
