@@ -146,29 +146,38 @@ def param_groups(model: nn.Module, lr: float | slice, weight_decay: float = 5e-4
     base_lr = float(lr.stop if isinstance(lr, slice) else lr)
     prefixes = [(layer.name + ".", k) for k, layer in enumerate(layers) if layer.name]
     groups: dict[tuple[str, str], dict] = {}
-    seen: set[int] = set()
-    for module_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue  # a shared (tied) parameter belongs to the group of its first owner
-            seen.add(id(p))
-            full = f"{module_name}.{name}" if module_name else name
-            k = next((k for prefix, k in prefixes if full.startswith(prefix)), None if prefixes else 0)
-            label, group_lr = (labels[k], lrs[k]) if k is not None else ("", float(base_lr))
-            tag = tag_of(module, name)
-            group = groups.get((label, tag))
-            if group is None:
-                group = groups[(label, tag)] = {
-                    "params": [], "names": [], "tag": tag, "name": f"{tag}/{label}" if label else tag,
-                    "lr": group_lr, "lr_mult": group_lr / base_lr,
-                    "weight_decay": weight_decay if tag == "weight" else 0.0}
-            group["params"].append(p)
-            group["names"].append(full)
+    for module, name, full, p in _unique_parameters(model):
+        k = next((k for prefix, k in prefixes if full.startswith(prefix)), None if prefixes else 0)
+        label, group_lr = (labels[k], lrs[k]) if k is not None else ("", base_lr)
+        tag = tag_of(module, name)
+        if (label, tag) not in groups:
+            groups[(label, tag)] = _new_group(tag, label, group_lr, base_lr, weight_decay)
+        groups[(label, tag)]["params"].append(p)
+        groups[(label, tag)]["names"].append(full)
     ordered = sorted(groups.values(), key=lambda g: (_label_order(g, labels), TAGS.index(g["tag"])))
     placed = [id(p) for g in ordered for p in g["params"]]
     assert len(placed) == len(set(placed)) and set(placed) == {id(p) for p in model.parameters()}, \
         "every parameter must land in exactly one group"
     return ordered
+
+
+def _unique_parameters(model: nn.Module):
+    """``(owning module, local name, full name, parameter)`` once per parameter, in ``named_modules`` order.
+
+    A shared (tied) parameter is given once, with its first owner, so it lands in that owner's group.
+    """
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield module, name, (f"{module_name}.{name}" if module_name else name), p
+
+
+def _new_group(tag: str, label: str, lr: float, base_lr: float, weight_decay: float) -> dict:
+    """An empty group of one tag for the layers named by ``label`` ("" for the base groups)."""
+    return {"params": [], "names": [], "tag": tag, "name": f"{tag}/{label}" if label else tag,
+            "lr": lr, "lr_mult": lr / base_lr, "weight_decay": weight_decay if tag == "weight" else 0.0}
 
 
 def _label_order(group: dict, labels: list[str]) -> int:
