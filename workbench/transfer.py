@@ -18,6 +18,9 @@ Beyond that rule, and reported with their own statuses:
   one to its count; the headline here keeps the name-and-shape count and reports the adapted
   conv on the next line.)
 
+The ledger's types and their rendering live in :mod:`workbench.transfer_report`; reading a
+source, layer indices and layer maps in :mod:`workbench.layer_map`. Both are re-exported here.
+
 Example:
     >>> from workbench import build_model
     >>> report = transfer(build_model(nc=10), build_model(nc=3))
@@ -27,278 +30,40 @@ Example:
 from __future__ import annotations
 
 import math
-import operator
-import re
 import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
-from html import escape
-from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .checkpoints import STATE_DICT_KEYS, load_weights
+from .layer_map import (
+    check_layer_map,
+    check_target_model,
+    layer_indexer,
+    layer_prefixes,
+    remap_layers,
+    source_state,
+    suggest_layer_map,
+)
 from .layers import numbered_layers
 from .models import Detect
-from .table import Table
+from .transfer_report import STATUS_COLOURS, STATUSES, LayerSummary, ReportLayer, Row, TransferReport
 
-STATUSES = ("transferred", "partial", "adapted", "shape_mismatch", "missing_in_source", "unused")
-STATUS_COLOURS = {"transferred": "#d9f2d9", "partial": "#fff2cc", "adapted": "#dbe9ff", "shape_mismatch": "#f8d0d0",
-                  "missing_in_source": "#eeeeee", "unused": "#f4f4f4"}
-_NUMBERED = re.compile(r"^((?:layers|model)\.\d+)\.")
-
-
-class Row(NamedTuple):
-    """One ledger row: a target state_dict entry (or, with status ``unused``, a source entry).
-
-    ``copied`` is how many of the target's values received pretrained values (all of them for
-    ``transferred`` and ``adapted``, the matched class rows for ``partial``, none otherwise).
-    """
-
-    name: str
-    status: str
-    shape: tuple | None
-    source_shape: tuple | None
-    source_name: str | None
-    layer: int | None
-    numel: int
-    copied: int
-    parameter: bool
-    note: str = ""
-
-
-class ReportLayer(NamedTuple):
-    """One numbered target layer as the report knows it: index, module name (the key prefix), stage, type."""
-
-    index: int
-    name: str
-    stage: str
-    type: str
-
-
-class LayerSummary(NamedTuple):
-    """Counts of one numbered target layer's entries by status, with its parameter values copied."""
-
-    index: int
-    name: str
-    stage: str
-    type: str
-    items: int
-    transferred: int
-    partial: int
-    adapted: int
-    shape_mismatch: int
-    missing_in_source: int
-    params: int
-    copied: int
-
-    @property
-    def coverage(self) -> float:
-        return self.copied / self.params if self.params else 1.0
-
-
-@dataclass(frozen=True)
-class TransferReport:
-    """The ledger: one row per target state_dict entry, then the source's unused entries.
-
-    ``n_transferred``/``n_items`` count state_dict entries as Ultralytics does; ``coverage`` is
-    the fraction of the target's parameter values that came from the source. ``str(report)``
-    prints the summary and every entry that did not transfer whole; Jupyter shows it as HTML.
-    """
-
-    rows: tuple[Row, ...]
-    layers: tuple[ReportLayer, ...] = ()
-    dry_run: bool = False
-    layer_map: dict = field(default_factory=dict)
-
-    def where(self, status: str) -> list[Row]:
-        """The rows with one status (one of ``STATUSES``)."""
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; choose one of {list(STATUSES)}")
-        return [r for r in self.rows if r.status == status]
-
-    @property
-    def counts(self) -> Counter:
-        return Counter(r.status for r in self.rows)
-
-    @property
-    def n_items(self) -> int:
-        return sum(1 for r in self.rows if r.status != "unused")
-
-    @property
-    def n_transferred(self) -> int:
-        return self.counts["transferred"]
-
-    @property
-    def coverage(self) -> float:
-        params = [r for r in self.rows if r.parameter and r.status != "unused"]
-        total = sum(r.numel for r in params)
-        return sum(r.copied for r in params) / total if total else 1.0
-
-    @property
-    def headline(self) -> str:
-        return f"Transferred {self.n_transferred}/{self.n_items} items from pretrained weights"
-
-    def by_layer(self) -> list[LayerSummary]:
-        """One summary per numbered target layer that holds state_dict entries."""
-        groups: dict[int, list[Row]] = {}
-        for r in self.rows:
-            if r.status != "unused" and r.layer is not None:
-                groups.setdefault(r.layer, []).append(r)
-        out = []
-        for layer in self.layers:
-            rows = groups.get(layer.index, [])
-            if rows:
-                c = Counter(r.status for r in rows)
-                out.append(LayerSummary(**layer._asdict(), items=len(rows), transferred=c["transferred"],
-                                        partial=c["partial"], adapted=c["adapted"],
-                                        shape_mismatch=c["shape_mismatch"], missing_in_source=c["missing_in_source"],
-                                        params=sum(r.numel for r in rows if r.parameter),
-                                        copied=sum(r.copied for r in rows if r.parameter)))
-        return out
-
-    def _summary_lines(self) -> list[str]:
-        c, target = self.counts, [r for r in self.rows if r.status != "unused"]
-        n_params = sum(r.parameter for r in target)
-        n_nbt = sum(r.name.endswith("num_batches_tracked") for r in target)
-        params = sum(r.numel for r in target if r.parameter)
-        lines = [self.headline + ("  (dry run: nothing loaded)" if self.dry_run else "")]
-        if c["adapted"]:
-            lines.append(f"  plus {c['adapted']} adapted to other input channels (not counted above)")
-        if c["partial"]:
-            lines.append(f"  plus {c['partial']} partial (class rows copied by name; not counted above)")
-        lines.append(f"Parameter coverage: {100 * self.coverage:.1f}% of {params:,} values")
-        lines.append(f"Items: {n_params} parameters + {len(target) - n_params} buffers "
-                     f"({n_nbt} num_batches_tracked)")
-        lines.append("Entries: " + ", ".join(f"{s} {c[s]}" for s in STATUSES))
-        if self.layer_map:
-            lines.append(f"Layer map (source -> target): {self.layer_map}")
-        return lines
-
-    def _detail_rows(self) -> list[Row]:
-        return [r for r in self.rows if r.status != "transferred"]
-
-    def layer_table(self) -> Table:
-        """Per numbered layer: its entries by status and the share of its parameter values copied."""
-        header = ("layer", "name", "stage", "type", "items", "transferred", "partial", "adapted", "mismatch",
-                  "missing", "coverage")
-        rows = [{"layer": s.index, "name": s.name, "stage": s.stage, "type": s.type, "items": s.items,
-                 "transferred": s.transferred, "partial": s.partial, "adapted": s.adapted,
-                 "mismatch": s.shape_mismatch, "missing": s.missing_in_source, "coverage": f"{100 * s.coverage:.1f}%"}
-                for s in self.by_layer()]
-        return Table(header, rows, indent=2, title="Per layer:")
-
-    def detail_table(self) -> Table:
-        """Every entry that did not transfer whole, with its shapes (coloured by status in HTML)."""
-        rows = [{"status": r.status, "entry": r.name, "shapes": _shapes(r), "note": r.note}
-                for r in self._detail_rows()]
-        return Table(("status", "entry", "shapes", "note"), rows, indent=2, title="Not transferred whole:",
-                     row_style=lambda row: f"background:{STATUS_COLOURS[row['status']]}")
-
-    def __str__(self) -> str:
-        parts = ["\n".join(self._summary_lines()), str(self.layer_table())]
-        if self._detail_rows():
-            parts.append(str(self.detail_table()))
-        return "\n\n".join(parts)
-
-    def __repr__(self) -> str:
-        return f"TransferReport({self.headline!r}, coverage={100 * self.coverage:.1f}%)"
-
-    def _repr_html_(self) -> str:
-        summary = "<br>".join(escape(line) for line in self._summary_lines())
-        details = self.detail_table()._repr_html_()
-        return (f"<div><b>{summary}</b>{self.layer_table()._repr_html_()}"
-                f"<details><summary>entries not transferred whole</summary>{details}</details></div>")
-
-
-def _shapes(r: Row) -> str:
-    if r.status == "unused":
-        return f"source {r.source_shape}"
-    if r.source_shape is None:
-        return f"target {r.shape}"
-    return f"target {r.shape} <- source {r.source_shape}" + (
-        f" ({r.source_name})" if r.source_name and r.source_name != r.name else "")
-
-
-# ----------------------------------------------------------------------------------------------- sources
-def source_state(source) -> dict[str, torch.Tensor]:
-    """A read-only view of the source's tensors: an ``nn.Module``, a state_dict, a checkpoint dict or a path."""
-    if isinstance(source, (str, Path)):
-        if not Path(source).exists():
-            raise FileNotFoundError(f"no checkpoint at {source}; the shipped weights are at "
-                                    "workbench.checkpoints.pretrained_path('shapes_n')")
-        return load_weights(source)
-    if isinstance(source, nn.Module):
-        return source.state_dict()
-    if isinstance(source, Mapping):
-        if all(isinstance(v, torch.Tensor) for v in source.values()):
-            return dict(source)
-        for key in STATE_DICT_KEYS:
-            if source.get(key) is not None:
-                return source_state(source[key])
-    raise ValueError("source must be an nn.Module, a state_dict (dict of name -> tensor), or a checkpoint path; "
-                     f"got {type(source).__name__}")
-
-
-def layer_prefixes(source, like: nn.Module | None = None) -> dict[int, str]:
-    """Layer index -> state_dict prefix, as :func:`numbered_layers` numbers them.
-
-    A module is asked directly. For a bare state_dict, ``layers.{i}.``/``model.{i}.`` keys give
-    ``i``. Otherwise, when every top-level name is a layer of ``like`` (the target model), its
-    indices are used; failing that, the names are numbered in the order they first appear.
-    """
-    if isinstance(source, nn.Module):
-        return {layer.index: layer.name for layer in numbered_layers(source)}
-    numbered = {m.group(1) for k in source if (m := _NUMBERED.match(k))}
-    heads = dict.fromkeys(k.split(".", 1)[0] for k in source)
-    if numbered and len(numbered) >= 0.5 * len(heads):
-        return {int(p.rsplit(".", 1)[1]): p for p in sorted(numbered, key=lambda p: int(p.rsplit(".", 1)[1]))}
-    known = {layer.name: layer.index for layer in numbered_layers(like)} if like is not None else {}
-    if heads and all(h in known for h in heads):
-        return {known[h]: h for h in heads}
-    return dict(enumerate(heads))
-
-
-def _indexer(prefixes: dict[int, str]):
-    """A fast ``key -> layer index`` for state_dict keys (prefixes have at most two dotted parts)."""
-    lookup = {p: i for i, p in prefixes.items()}
-    default = lookup.get("")
-
-    def index(key: str) -> int | None:
-        head, _, rest = key.partition(".")
-        if head in lookup:
-            return lookup[head]
-        return lookup.get(head + "." + rest.partition(".")[0], default)
-
-    return index
-
-
-def _remap(src: dict, layer_map: Mapping[int, int], src_prefixes: dict[int, str], dst_prefixes: dict[int, str]):
-    """Source ``{key: (source name, tensor)}`` renamed by ``layer_map``.
-
-    Mapped entries win a name collision; the entries they displace are returned apart.
-    """
-    bad_src = [i for i in layer_map if i not in src_prefixes]
-    bad_dst = [j for j in layer_map.values() if j not in dst_prefixes]
-    if bad_src or bad_dst:
-        raise ValueError(f"layer_map refers to layers that do not exist: source {bad_src}, target {bad_dst}; "
-                         f"source layers are {sorted(src_prefixes)}, target layers {sorted(dst_prefixes)}")
-    if len(set(layer_map.values())) != len(layer_map):
-        raise ValueError(f"layer_map sends two source layers to one target layer: {dict(layer_map)}")
-    index = _indexer(src_prefixes)
-    kept, moved = {}, {}
-    for key, entry in src.items():
-        i = index(key)
-        if i in layer_map:
-            moved[dst_prefixes[layer_map[i]] + key[len(src_prefixes[i]):]] = entry
-        else:
-            kept[key] = entry
-    displaced = {k: v for k, v in kept.items() if k in moved}
-    return {**{k: v for k, v in kept.items() if k not in moved}, **moved}, displaced
+__all__ = [
+    "STATUSES",
+    "STATUS_COLOURS",
+    "LayerSummary",
+    "ReportLayer",
+    "Row",
+    "TransferReport",
+    "adapt_input_conv",
+    "class_layer_keys",
+    "layer_prefixes",
+    "source_state",
+    "suggest_layer_map",
+    "transfer",
+]
 
 
 # ----------------------------------------------------------------------------------------------- class rows
@@ -416,23 +181,23 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
         >>> transfer(build_model(nc=10), build_model(nc=10)).n_transferred
         158
     """
-    _check_model(model, "model")
+    check_target_model(model, "model")
     if not isinstance(dry_run, bool):
         raise ValueError(f"dry_run must be True or False (got {dry_run!r})")
-    layer_map = _check_layer_map(layer_map)
+    layer_map = check_layer_map(layer_map)
     src = {k: (k, v) for k, v in source_state(source).items()}
     src_prefixes = layer_prefixes(source if isinstance(source, nn.Module) else src, like=model)
     layers = numbered_layers(model)
     dst_prefixes = {layer.index: layer.name for layer in layers}
     displaced = {}
     if layer_map:
-        src, displaced = _remap(src, layer_map, src_prefixes, dst_prefixes)
+        src, displaced = remap_layers(src, layer_map, src_prefixes, dst_prefixes)
     plan = _class_plan(model, src, class_names) if class_names is not None else {}
     rows, load, consumed = _match(model, src, plan, build=not dry_run)
     if load:
         unexpected = model.load_state_dict(load, strict=False).unexpected_keys
         assert not unexpected, f"unexpected keys {unexpected}"
-    src_index = _indexer(src_prefixes)
+    src_index = layer_indexer(src_prefixes)
     for key, (name, tensor) in list(src.items()) + list(displaced.items()):
         if name not in consumed:
             note = "displaced by layer_map" if key in displaced and displaced[key][0] == name else ""
@@ -445,35 +210,6 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
     if not dry_run and report.n_items and not report.n_transferred:
         warnings.warn(_nothing_transferred(report, src), UserWarning, stacklevel=2)
     return report
-
-
-def _check_model(model, what: str) -> None:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"{what} must be the nn.Module to receive the weights (e.g. build_model(nc=3)); "
-                         f"got {type(model).__name__}")
-
-
-def _check_layer_map(layer_map) -> dict[int, int]:
-    """``{source_layer: target_layer}`` with integer keys and values (numpy integers too), or a ValueError."""
-    if layer_map is None:
-        return {}
-    if not isinstance(layer_map, Mapping):
-        raise ValueError(f"layer_map must be a dict {{source_layer: target_layer}}, e.g. {{9: 22}} or "
-                         f"suggest_layer_map(source, model); got {type(layer_map).__name__}")
-    try:
-        return {_layer(k): _layer(v) for k, v in layer_map.items()}
-    except TypeError:
-        raise ValueError(f"layer_map keys and values must be layer indices (integers >= 0), got {dict(layer_map)}; "
-                         "suggest_layer_map(source, model) proposes one") from None
-
-
-def _layer(value) -> int:
-    """A layer index: an integer >= 0, or its decimal string (JSON keys are strings)."""
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, bool) or operator.index(value) < 0:
-        raise TypeError
-    return operator.index(value)
 
 
 def _nothing_transferred(report: TransferReport, src: dict) -> str:
@@ -491,7 +227,7 @@ def _match(model: nn.Module, src: dict, plan: dict, build: bool):
     """The ledger rows for the target entries, the tensors to load, and the source names used."""
     target = model.state_dict()
     params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-    index = _indexer({layer.index: layer.name for layer in numbered_layers(model)})
+    index = layer_indexer({layer.index: layer.name for layer in numbered_layers(model)})
     first_conv = _first_conv_key(model)
     rows, load, consumed = [], {}, set()
     for key, t in target.items():
@@ -538,60 +274,3 @@ def _class_row(key: str, t: torch.Tensor, src: dict, plan: tuple, layer: int | N
     value = t.detach().clone()
     value[rows_t] = s.detach()[rows_s].to(t.device, t.dtype)
     return row, value
-
-
-# ----------------------------------------------------------------------------------------------- layer maps
-def _signatures(state: dict, prefixes: dict[int, str]) -> list[tuple[int, tuple]]:
-    """Per layer (in index order): its entries' (name inside the layer, shape), for layers that hold any."""
-    index = _indexer(prefixes)
-    sig: dict[int, list] = {}
-    for key, tensor in state.items():
-        i = index(key)
-        if i is not None:
-            sig.setdefault(i, []).append((key[len(prefixes[i]):], tuple(tensor.shape)))
-    return [(i, tuple(sig[i])) for i in sorted(sig)]
-
-
-def _align(a: list, b: list) -> list[tuple[int, int]]:
-    """Positions of a longest common subsequence of ``a`` and ``b`` (equal items)."""
-    m, n = len(a), len(b)
-    best = [[0] * (n + 1) for _ in range(m + 1)]
-    for i in range(m - 1, -1, -1):
-        for j in range(n - 1, -1, -1):
-            best[i][j] = best[i + 1][j + 1] + 1 if a[i] == b[j] else max(best[i + 1][j], best[i][j + 1])
-    pairs, i, j = [], 0, 0
-    while i < m and j < n:
-        if a[i] == b[j]:
-            pairs.append((i, j))
-            i, j = i + 1, j + 1
-        elif best[i + 1][j] >= best[i][j + 1]:
-            i += 1
-        else:
-            j += 1
-    return pairs
-
-
-def suggest_layer_map(source, model: nn.Module) -> dict[int, int]:
-    """Propose ``{source_layer: target_layer}`` by aligning the two sequences of per-layer shapes.
-
-    Layers are compared by their entries' names and shapes; a longest common subsequence pairs
-    the identical ones in order, and the layers left between two pairs are paired in order when
-    both sides have the same number of them with the same entry names (a resized head).
-
-    Example:
-        >>> from workbench import build_model
-        >>> suggest_layer_map(build_model(nc=10), build_model(nc=3))[9]
-        9
-    """
-    _check_model(model, "model")
-    src = source_state(source)
-    a = _signatures(src, layer_prefixes(source if isinstance(source, nn.Module) else src, like=model))
-    b = _signatures(model.state_dict(), {layer.index: layer.name for layer in numbered_layers(model)})
-    anchors = _align([sig for _, sig in a], [sig for _, sig in b])
-    pairs = list(anchors)
-    for (i0, j0), (i1, j1) in zip([(-1, -1)] + anchors, anchors + [(len(a), len(b))]):
-        gap_a, gap_b = range(i0 + 1, i1), range(j0 + 1, j1)
-        if len(gap_a) == len(gap_b) and all([k for k, _ in a[i][1]] == [k for k, _ in b[j][1]]
-                                            for i, j in zip(gap_a, gap_b)):
-            pairs += zip(gap_a, gap_b)
-    return {a[i][0]: b[j][0] for i, j in sorted(pairs)}
