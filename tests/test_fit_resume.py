@@ -4,7 +4,7 @@ import threading
 import pytest
 import torch
 
-from workbench import build_model, data, fit
+from workbench import build_model, fit
 from workbench.freezing import bn_policy
 from workbench.training import RunState
 

@@ -6,7 +6,9 @@ read from a no-gradient, eval-mode forward pass on one image whose train/eval fl
 restored.
 
 Example:
-    >>> check_count(3, "epochs"), check_count(0, "epochs")
+    >>> check_count(3, "epochs")
+    3
+    >>> check_count(0, "epochs")
     Traceback (most recent call last):
     ...
     ValueError: epochs must be an integer >= 1 (got 0)
@@ -19,7 +21,7 @@ import operator
 import torch
 from torch import nn
 
-from .batches import first_batch
+from .batches import as_batches, first_batch
 from .detection import is_detector
 from .freezing import frozen_by_workbench
 
@@ -169,5 +171,4 @@ def check_data(model: nn.Module, batches, name: str, own_loss: bool = False) -> 
 
 def check_inputs(model: nn.Module, data, name: str = "train") -> None:
     """Raise a ``ValueError`` naming the fix when ``data`` (an ImageSet or DataLoader) cannot fit the model."""
-    from .batches import as_batches
     check_data(model, as_batches(data, 64, shuffle=False, seed=0), name)

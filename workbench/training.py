@@ -39,12 +39,20 @@ from tqdm.auto import tqdm
 
 from .batches import Batches, as_batches, data_length, epoch_batches
 from .detection import DetectionLoss, is_detector
-from .fit_checks import (check_count, check_data, check_inputs, check_optimizer_holds, check_options,
-                         check_trainable, pick_device)
+from .fit_checks import (
+    check_count,
+    check_data,
+    check_inputs,
+    check_optimizer_holds,
+    check_options,
+    check_trainable,
+    pick_device,
+)
 from .freezing import check_schedule, depth_at, set_freeze_depth
 from .metrics import evaluate
 from .monitor import GradientMonitor, NonFinite
 from .optim import make_optimizer
+from .run_state import RunState, check_resume
 from .schedules import Schedule
 from .step import Snapshot, StepFailed, layer_in_traceback, locate_failed_loss, step_time, train_step
 
@@ -55,17 +63,6 @@ DEFAULT_CLIP = 10.0  # max gradient L2 norm, as YOLO's trainers
 FreezeRule = Callable[[int, int], "int | None"]
 
 
-@dataclass
-class RunState:
-    """What continuing a run needs beyond its record: the optimiser and AMP scaler with their state,
-    and the settings a resumed ``fit`` must not change (``fit`` refuses a call that changes them)."""
-
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    optimizer_asked: tuple  # what fit was asked for: ("sgd", lr, momentum, weight_decay) or ("given", optimizer)
-    batch_size: int
-    train_size: int | None
-    seed: int
 
 
 @dataclass
@@ -154,11 +151,11 @@ def _interrupts_between_steps():
 
 def _caller_rng_kept(device: torch.device):
     """Fork torch's random state (CPU, and the CUDA device in use) so ``fit`` leaves the caller's as it was."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
+    if device.type != "cuda":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device.index if device.index is not None else torch.cuda.current_device()])
 
 
-DEFAULT_ASKED = ("auto", None, 0.937, 5e-4)  # fit's optimiser defaults: a resumed call that leaves them keeps its own
 
 
 @dataclass
@@ -192,29 +189,6 @@ def _freeze_rule(model: nn.Module, freeze, bn: str) -> FreezeRule | None:
     return lambda epoch, step: depth_at(schedule, epoch)
 
 
-def _describe(asked: tuple) -> str:
-    if asked[0] == "given":
-        return f"the {type(asked[1]).__name__} optimizer object passed in"
-    return f"optimizer={asked[0]!r}, lr={asked[1]}, momentum={asked[2]}, weight_decay={asked[3]}"
-
-
-def _check_resume(run: RunState | None, asked: tuple, batch_size: int, train_size: int | None, seed: int) -> None:
-    """Refuse to continue a run with settings that would change it under the History's feet."""
-    if run is None:
-        return
-    if asked != DEFAULT_ASKED and asked != run.optimizer_asked:
-        raise ValueError(f"history= continues a run that used {_describe(run.optimizer_asked)}, but this call asks "
-                         f"for {_describe(asked)}: a resumed run keeps its optimizer and its state, so leave out "
-                         f"optimizer=/lr=/momentum=/weight_decay= (or pass them as before), or start a new run "
-                         f"without history=")
-    for name, before, now in (("batch_size", run.batch_size, batch_size), ("seed", run.seed, seed),
-                              ("the number of training images", run.train_size, train_size)):
-        if before != now:
-            raise ValueError(f"history= continues a run with {name} {before}, but this call has {now}: resuming "
-                             f"mid-epoch would re-train or skip images. Pass the same {name}, or start a new run "
-                             f"without history=")
-
-
 def _check_all(model, train, val, history, o: dict):
     """Every check ``fit`` makes before changing anything; returns the batches and the freeze rule."""
     epochs, batch_size = check_count(o["epochs"], "epochs"), check_count(o["batch_size"], "batch_size")
@@ -224,7 +198,7 @@ def _check_all(model, train, val, history, o: dict):
         raise ValueError(f"optimizer={optimizer!r} is unknown: use 'auto', 'sgd', 'adamw' or a torch optimizer")
     train_batches = as_batches(train, batch_size, shuffle=True, seed=o["seed"])
     val_batches = as_batches(val, batch_size, shuffle=False, seed=o["seed"]) if val is not None else None
-    _check_resume(history.run, o["asked"], batch_size, data_length(train), o["seed"])
+    check_resume(history.run, o["asked"], batch_size, data_length(train), o["seed"])
     check_data(model, train_batches, "train", own_loss=o["loss_fn"] is not None)
     if val_batches is not None:
         check_data(model, val_batches, "val", own_loss=o["loss_fn"] is not None)
@@ -383,45 +357,55 @@ def fit(
     with _caller_rng_kept(dev), _interrupts_between_steps() as interrupted:
         loop = _prepare(model, train, val, history, dev, options)  # all checks first: nothing changes if one fails
         torch.manual_seed(seed + history.step)
-        nb, bar, started = len(loop.train), None, time.perf_counter()
+        started = time.perf_counter()
         try:
-            for epoch in range(history.epochs_done, loop.epochs):
-                model.train()
-                bar = tqdm(total=nb, disable=not progress, desc=f"epoch {epoch + 1}/{loop.epochs}",
-                           initial=history.steps_in_epoch, leave=False)
-                for i, (x, y) in enumerate(epoch_batches(loop.train, epoch)):
-                    if i < history.steps_in_epoch:
-                        continue  # resuming: these batches were done before the interruption
-                    if interrupted.is_set() or (stop is not None and stop.is_set()):
-                        raise KeyboardInterrupt
-                    _follow_freeze(loop, history, epoch)
-                    if schedule is not None:
-                        schedule.apply(loop.run.optimizer, epoch * nb + i, nb, loop.epochs)
-                    result = _transaction(loop, x.to(dev, non_blocking=True), y.to(dev, non_blocking=True))
-                    history.steps_in_epoch = i + 1
-                    _record(history, loop, epoch, result)
-                    bar.set_postfix_str(f"loss {result.loss:.3f}", refresh=False)
-                    bar.update()
-                    if callback is not None:
-                        callback(history)
-                bar.close()
-                if loop.val is not None:
-                    history.record_epoch(evaluate(model, epoch_batches(loop.val, 0), dev))
-                history.epochs_done, history.steps_in_epoch = epoch + 1, 0
-                if callback is not None:
-                    callback(history)
-            history.status = "completed"
-        except KeyboardInterrupt:
-            history.status = "interrupted"
-            history.events.append((history.step, f"interrupted after step {history.step}"))
-        except StepFailed as failed:
-            _stop_non_finite(history, failed)
-        except Exception as error:
-            _stop_failed(history, model, error)
-            raise
+            _train(loop, history, lambda: interrupted.is_set() or (stop is not None and stop.is_set()),
+                   progress=progress, callback=callback)
         finally:
-            if bar is not None:
-                bar.close()
             loop.monitor.flush()
             history.seconds += time.perf_counter() - started
     return history
+
+
+def _train(loop: _Loop, history: History, stop_asked: Callable[[], bool], *, progress: bool,
+           callback: Callable[[History], None] | None) -> None:
+    """The loop: per batch, freeze rule, LR schedule, one transactional step, record; validation per epoch."""
+    model, nb, bar = loop.model, len(loop.train), None
+    try:
+        for epoch in range(history.epochs_done, loop.epochs):
+            model.train()
+            bar = tqdm(total=nb, disable=not progress, desc=f"epoch {epoch + 1}/{loop.epochs}",
+                       initial=history.steps_in_epoch, leave=False)
+            for i, (x, y) in enumerate(epoch_batches(loop.train, epoch)):
+                if i < history.steps_in_epoch:
+                    continue  # resuming: these batches were done before the interruption
+                if stop_asked():
+                    raise KeyboardInterrupt
+                _follow_freeze(loop, history, epoch)
+                if loop.schedule is not None:
+                    loop.schedule.apply(loop.run.optimizer, epoch * nb + i, nb, loop.epochs)
+                result = _transaction(loop, x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True))
+                history.steps_in_epoch = i + 1
+                _record(history, loop, epoch, result)
+                bar.set_postfix_str(f"loss {result.loss:.3f}", refresh=False)
+                bar.update()
+                if callback is not None:
+                    callback(history)
+            bar.close()
+            if loop.val is not None:
+                history.record_epoch(evaluate(model, epoch_batches(loop.val, 0), loop.device))
+            history.epochs_done, history.steps_in_epoch = epoch + 1, 0
+            if callback is not None:
+                callback(history)
+        history.status = "completed"
+    except KeyboardInterrupt:
+        history.status = "interrupted"
+        history.events.append((history.step, f"interrupted after step {history.step}"))
+    except StepFailed as failed:
+        _stop_non_finite(history, failed)
+    except Exception as error:
+        _stop_failed(history, model, error)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
