@@ -5,6 +5,7 @@ import torch
 
 from workbench import build_model, data, fit, freeze
 from workbench.scenes import shape_scenes
+from workbench.training import Freeze, Optim
 
 
 def _classes3():
@@ -40,14 +41,12 @@ CASES = [
     ("epochs True", lambda: build_model(nc=3), _classes3, dict(epochs=True), ["epochs"]),
     ("clip -1", lambda: build_model(nc=3), _classes3, dict(clip=-1), ["clip", "None or 0"]),
     ("clip nan", lambda: build_model(nc=3), _classes3, dict(clip=float("nan")), ["clip"]),
-    ("weight_decay -1", lambda: build_model(nc=3), _classes3, dict(weight_decay=-1e-4), ["weight_decay"]),
-    ("weight_decay nan", lambda: build_model(nc=3), _classes3, dict(weight_decay=float("nan")), ["weight_decay"]),
     ("lr nan", lambda: build_model(nc=3), _classes3, dict(lr=float("nan")), ["lr"]),
     ("lr -1", lambda: build_model(nc=3), _classes3, dict(lr=-1.0), ["lr"]),
-    ("momentum 1.5", lambda: build_model(nc=3), _classes3, dict(momentum=1.5), ["momentum"]),
-    ("optimizer name", lambda: build_model(nc=3), _classes3, dict(optimizer="adam"), ["optimizer", "'sgd'"]),
+    ("lr with an optimizer object", lambda: build_model(nc=3), _classes3,
+     dict(optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), lr=0.5), ["lr="]),
+    ("optimizer name", lambda: build_model(nc=3), _classes3, dict(optimizer="adam"), ["'adam'", "'sgd'"]),
     ("device name", lambda: build_model(nc=3), _classes3, dict(device="gpu"), ["device='gpu'", "'cpu'"]),
-    ("freeze policy", lambda: build_model(nc=3), _classes3, dict(freeze={0: 3}, freeze_bn="fixed"), ["fixed"]),
 ]
 
 
@@ -109,3 +108,27 @@ def test_a_freeze_schedule_may_unfreeze_what_the_workbench_froze():
     freeze(model, depth=len(model.layers) - 1)
     history = fit(model, _classes3(), epochs=1, batch_size=6, progress=False, freeze={0: 0})
     assert history.status == "completed" and all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: Optim("sgd", weight_decay=-1e-4), ["weight_decay", "0 for none"]),
+    (lambda: Optim("sgd", weight_decay=float("nan")), ["weight_decay"]),
+    (lambda: Optim("sgd", momentum=1.5), ["momentum"]),
+    (lambda: Optim("adam"), ["'adam'", "torch optimizer"]),
+    (lambda: Freeze({0: 3}, bn="fixed"), ["bn='fixed'", "'frozen'"]),
+    (lambda: Freeze(3), ["{epoch: depth}"]),
+])
+def test_grouped_options_check_their_settings(make, words):
+    with pytest.raises(ValueError) as caught:
+        make()
+    assert all(word in str(caught.value) for word in words), str(caught.value)
+
+
+def test_an_optim_gives_fit_every_setting(small_shapes):
+    train, _ = small_shapes
+    history = fit(build_model(nc=3), train, epochs=1, batch_size=12, progress=False,
+                  optimizer=Optim("sgd", lr=0.02, momentum=0.8, weight_decay=1e-3))
+    groups = history.run.optimizer.param_groups
+    assert type(history.run.optimizer).__name__ == "SGD"
+    assert {(g["lr"], g["momentum"]) for g in groups} == {(0.02, 0.8)}
+    assert {g["tag"]: g["weight_decay"] for g in groups} == {"weight": 1e-3, "norm": 0.0, "bias": 0.0}

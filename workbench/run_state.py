@@ -7,8 +7,10 @@ a call that asks for other settings is refused with a message, never silently ig
 
 Example:
     >>> import torch
+
+from .fit_options import Optim
     >>> state = RunState(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), None,
-    ...                  ("sgd", 0.1, 0.937, 5e-4), batch_size=16, train_size=96, seed=0)
+    ...                  Optim("sgd", lr=0.1), batch_size=16, train_size=96, seed=0)
     >>> try:
     ...     check_resume(state, DEFAULT_ASKED, batch_size=8, train_size=96, seed=0)
     ... except ValueError as refused:
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .fit_options import Optim
+
 
 @dataclass
 class RunState:
@@ -29,29 +33,28 @@ class RunState:
 
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    optimizer_asked: tuple  # what fit was asked for: ("sgd", lr, momentum, weight_decay) or ("given", optimizer)
+    optimizer_asked: Optim | torch.optim.Optimizer  # what fit was asked for
     batch_size: int
     train_size: int | None
     seed: int
 
 
-DEFAULT_ASKED = ("auto", None, 0.937, 5e-4)  # fit's optimiser defaults: a resumed call that leaves them keeps its own
+DEFAULT_ASKED = Optim()  # fit's optimiser default: a resumed call that leaves it out keeps the run's own
 
 
-def describe(asked: tuple) -> str:
-    if asked[0] == "given":
-        return f"the {type(asked[1]).__name__} optimizer object passed in"
-    return f"optimizer={asked[0]!r}, lr={asked[1]}, momentum={asked[2]}, weight_decay={asked[3]}"
+def describe(asked: Optim | torch.optim.Optimizer) -> str:
+    return repr(asked) if isinstance(asked, Optim) else f"the {type(asked).__name__} optimizer object passed in"
 
 
-def check_resume(run: RunState | None, asked: tuple, batch_size: int, train_size: int | None, seed: int) -> None:
+def check_resume(run: RunState | None, asked: Optim | torch.optim.Optimizer, batch_size: int,
+                 train_size: int | None, seed: int) -> None:
     """Refuse to continue a run with settings that would change it under the History's feet."""
     if run is None:
         return
-    if asked != DEFAULT_ASKED and asked != run.optimizer_asked:
+    if asked is not run.optimizer_asked and asked != DEFAULT_ASKED and asked != run.optimizer_asked:
         raise ValueError(f"history= continues a run that used {describe(run.optimizer_asked)}, but this call asks "
                          f"for {describe(asked)}: a resumed run keeps its optimizer and its state, so leave out "
-                         f"optimizer=/lr=/momentum=/weight_decay= (or pass them as before), or start a new run "
+                         f"optimizer= and lr= (or pass them as before), or start a new run "
                          f"without history=")
     for name, before, now in (("batch_size", run.batch_size, batch_size), ("seed", run.seed, seed),
                               ("the number of training images", run.train_size, train_size)):

@@ -39,7 +39,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import freezing
 from .layers import layer_index_of, numbered_layers
-from .monitor import GradientMonitor, clip_coefficient, locate_non_finite
+from .monitor import GradientMonitor, NonFinite, clip_coefficient, locate_non_finite
 
 
 class StepFailed(Exception):
@@ -198,6 +198,32 @@ def layer_in_traceback(model: nn.Module, error: BaseException) -> str | None:
         found = index.get(id(owner), found)
         tb = tb.tb_next
     return found
+
+
+def _weights_of(step: int) -> str:
+    return "the starting weights" if step == 0 else f"the weights of step {step}"
+
+
+def record_non_finite(history, failed: StepFailed) -> None:
+    """Record where the run blew up; the model already holds the weights of the last recorded step."""
+    found = NonFinite(history.step, failed.kind, failed.value, failed.layer, failed.parameter)
+    where = f" in layer {found.layer}" if found.layer else ""
+    where += f" (parameter {found.parameter})" if found.parameter else ""
+    history.non_finite, history.status = found, "non_finite"
+    history.events.append((found.step, f"step {found.step + 1}: non-finite {found.kind} {found.value}{where}; "
+                                       f"the model holds {_weights_of(found.step)} (restored)"))
+
+
+def record_failure(history, model: nn.Module, error: Exception) -> None:
+    """Record a step that raised, and add to the error which step, which layer and what the model holds now."""
+    layer = layer_in_traceback(model, error)
+    where = f" in layer {layer}" if layer else ""
+    message = (f"fit stopped at step {history.step + 1}: {type(error).__name__} raised{where}; the model holds "
+               f"{_weights_of(history.step)} (a failed step is undone) and error.history the run so far")
+    history.status = "failed"
+    history.events.append((history.step, message))
+    error.add_note(message)
+    error.history = history
 
 
 def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 2, warmup: int = 0,

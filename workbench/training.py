@@ -48,16 +48,17 @@ from .fit_checks import (
     check_trainable,
     pick_device,
 )
+from .fit_options import Freeze, Optim, as_freeze, as_optim
 from .freezing import check_schedule, depth_at, set_freeze_depth
 from .metrics import evaluate
 from .monitor import GradientMonitor, NonFinite
 from .optim import make_optimizer
 from .run_state import RunState, check_resume
 from .schedules import Schedule
-from .step import Snapshot, StepFailed, layer_in_traceback, locate_failed_loss, step_time, train_step
+from .step import Snapshot, StepFailed, locate_failed_loss, record_failure, record_non_finite, step_time, train_step
 
-__all__ = ["DEFAULT_CLIP", "Batches", "History", "RunState", "check_inputs", "fit", "pick_device", "step_time",
-           "train_step"]
+__all__ = ["DEFAULT_CLIP", "Batches", "Freeze", "History", "Optim", "RunState", "check_inputs", "fit", "pick_device",
+           "step_time", "train_step"]
 
 DEFAULT_CLIP = 10.0  # max gradient L2 norm, as YOLO's trainers
 FreezeRule = Callable[[int, int], "int | None"]
@@ -179,30 +180,26 @@ class _Loop:
     depth: int | None
 
 
-def _freeze_rule(model: nn.Module, freeze, bn: str) -> FreezeRule | None:
+def _freeze_rule(model: nn.Module, freeze: Freeze | None) -> FreezeRule | None:
     """A freeze schedule as one rule ``(epoch, step) -> depth``: a callable as is, ``{epoch: depth}`` checked first."""
-    if freeze is None or callable(freeze):
-        if freeze is not None:
-            check_schedule(model, {0: 0}, bn)  # checks the BatchNorm policy's name
-        return freeze
-    schedule = check_schedule(model, freeze, bn)
+    if freeze is None or callable(freeze.schedule):
+        return None if freeze is None else freeze.schedule
+    schedule = check_schedule(model, freeze.schedule, freeze.bn)
     return lambda epoch, step: depth_at(schedule, epoch)
 
 
 def _check_all(model, train, val, history, o: dict):
     """Every check ``fit`` makes before changing anything; returns the batches and the freeze rule."""
     epochs, batch_size = check_count(o["epochs"], "epochs"), check_count(o["batch_size"], "batch_size")
-    check_options(lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"], clip=o["clip"])
+    check_options(clip=o["clip"])
     optimizer = o["optimizer"]
-    if not isinstance(optimizer, torch.optim.Optimizer) and optimizer not in ("auto", "sgd", "adamw"):
-        raise ValueError(f"optimizer={optimizer!r} is unknown: use 'auto', 'sgd', 'adamw' or a torch optimizer")
     train_batches = as_batches(train, batch_size, shuffle=True, seed=o["seed"])
     val_batches = as_batches(val, batch_size, shuffle=False, seed=o["seed"]) if val is not None else None
-    check_resume(history.run, o["asked"], batch_size, data_length(train), o["seed"])
+    check_resume(history.run, optimizer, batch_size, data_length(train), o["seed"])
     check_data(model, train_batches, "train", own_loss=o["loss_fn"] is not None)
     if val_batches is not None:
         check_data(model, val_batches, "val", own_loss=o["loss_fn"] is not None)
-    rule = _freeze_rule(model, o["freeze"], o["freeze_bn"])
+    rule = _freeze_rule(model, o["freeze"])
     check_trainable(model, scheduled=rule is not None)
     if rule is not None and isinstance(optimizer, torch.optim.Optimizer):
         check_optimizer_holds(model, optimizer)
@@ -217,12 +214,12 @@ def _prepare(model, train, val, history: History, device: torch.device, o: dict)
     amp = (device.type == "cuda") if o["amp"] is None else o["amp"]
     model.to(device)
     if history.run is None:
-        optimizer = o["optimizer"]
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            optimizer = make_optimizer(model, optimizer, lr=o["lr"], momentum=o["momentum"],
-                                       weight_decay=o["weight_decay"], iterations=epochs * len(train_batches),
+        asked = optimizer = o["optimizer"]
+        if isinstance(asked, Optim):
+            optimizer = make_optimizer(model, asked.name, lr=asked.lr, momentum=asked.momentum,
+                                       weight_decay=asked.weight_decay, iterations=epochs * len(train_batches),
                                        nc=getattr(model, "nc", 10))
-        history.run = RunState(optimizer, torch.amp.GradScaler(device.type, enabled=amp), o["asked"], batch_size,
+        history.run = RunState(optimizer, torch.amp.GradScaler(device.type, enabled=amp), asked, batch_size,
                                data_length(train), o["seed"])
     run = history.run
     monitor = GradientMonitor(model, log=history.layer_grad_norms)  # frozen parameters (no gradient) are skipped
@@ -230,7 +227,8 @@ def _prepare(model, train, val, history: History, device: torch.device, o: dict)
     history.clip = o["clip"] or None
     loss_fn = o["loss_fn"] or (DetectionLoss(model) if is_detector(model) else F.cross_entropy)
     return _Loop(model, device, amp, epochs, train_batches, val_batches, run, loss_fn, monitor,
-                 Snapshot(model, run.optimizer, run.scaler), o["clip"], o["schedule"], rule, o["freeze_bn"],
+                 Snapshot(model, run.optimizer, run.scaler), o["clip"], o["schedule"], rule,
+                 o["freeze"].bn if o["freeze"] is not None else "eval",
                  history.depth[-1] if history.depth else None)
 
 
@@ -272,65 +270,21 @@ def _record(history: History, loop: _Loop, epoch: int, result) -> None:
         history.depth.append(loop.depth)
 
 
-def _weights_of(step: int) -> str:
-    return "the starting weights" if step == 0 else f"the weights of step {step}"
-
-
-def _stop_non_finite(history: History, failed: StepFailed) -> None:
-    """Record where the run blew up; the model already holds the weights of the last recorded step."""
-    found = NonFinite(history.step, failed.kind, failed.value, failed.layer, failed.parameter)
-    where = f" in layer {found.layer}" if found.layer else ""
-    where += f" (parameter {found.parameter})" if found.parameter else ""
-    history.non_finite, history.status = found, "non_finite"
-    history.events.append((found.step, f"step {found.step + 1}: non-finite {found.kind} {found.value}{where}; "
-                                       f"the model holds {_weights_of(found.step)} (restored)"))
-
-
-def _stop_failed(history: History, model: nn.Module, error: Exception) -> None:
-    """Record a step that raised, and add to the error which step, which layer and what the model holds now."""
-    layer = layer_in_traceback(model, error)
-    where = f" in layer {layer}" if layer else ""
-    message = (f"fit stopped at step {history.step + 1}: {type(error).__name__} raised{where}; the model holds "
-               f"{_weights_of(history.step)} (a failed step is undone) and error.history the run so far")
-    history.status = "failed"
-    history.events.append((history.step, message))
-    error.add_note(message)
-    error.history = history
-
-
-def fit(
-    model: nn.Module,
-    train,
-    val=None,
-    *,
-    epochs: int = 3,
-    batch_size: int = 64,
-    optimizer: str | torch.optim.Optimizer = "auto",
-    lr: float | None = None,
-    momentum: float = 0.937,
-    weight_decay: float = 5e-4,
-    loss_fn: Callable | None = None,
-    clip: float | None = DEFAULT_CLIP,
-    device: str | torch.device | None = "auto",
-    amp: bool | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    callback: Callable[[History], None] | None = None,
-    stop=None,
-    history: History | None = None,
-    schedule: Schedule | None = None,
-    freeze: dict[int, int] | FreezeRule | None = None,
-    freeze_bn: str = "eval",
-) -> History:
+def fit(model: nn.Module, train, val=None, *, epochs: int = 3, batch_size: int = 64,
+        optimizer: str | Optim | torch.optim.Optimizer = "auto", lr: float | None = None,
+        loss_fn: Callable | None = None, clip: float | None = DEFAULT_CLIP, device: str | torch.device | None = "auto",
+        amp: bool | None = None, seed: int = 0, progress: bool = True,
+        callback: Callable[[History], None] | None = None, stop=None, history: History | None = None,
+        schedule: Schedule | None = None, freeze: dict[int, int] | FreezeRule | Freeze | None = None) -> History:
     """Train ``model`` on ``train`` for ``epochs`` and return its :class:`History`.
 
     Args:
         model: any ``nn.Module`` (ours, torchvision, timm, your own).
         train, val: an ``ImageSet`` (batched here, seeded order) or a DataLoader of ``(x, y)``.
         epochs: total epochs; with ``history`` the run continues up to this count.
-        optimizer: ``"auto"`` (Ultralytics' rule: AdamW for short runs, SGD for long ones),
-            ``"sgd"``, ``"adamw"`` (see :func:`make_optimizer`), or your own torch optimiser.
-        lr, momentum, weight_decay: for a named optimiser (``lr=None``: its default).
+        optimizer: ``"auto"`` (AdamW for short runs, SGD for long ones, as Ultralytics), ``"sgd"``, ``"adamw"``,
+            an :class:`~workbench.fit_options.Optim` (``Optim("sgd", lr=0.01, momentum=0.9)``), or a torch optimiser.
+        lr: the learning rate of a named optimiser (``None``: its default); short for ``Optim(name, lr=lr)``.
         loss_fn: ``loss_fn(outputs, targets)``; default cross-entropy, or :class:`~workbench.detection.DetectionLoss`
             for a detector (validation then reports ``mAP50``).
         clip: max gradient L2 norm (``None`` or 0: no clipping; the norm is still recorded).
@@ -343,15 +297,13 @@ def fit(
             optimiser (``history.run``); a different optimiser, batch size, seed or data length is refused.
         schedule: a :class:`~workbench.schedules.Schedule` (e.g. ``YoloSchedule()``) that sets every group's
             LR and momentum before each step from the global iteration ``epoch * nb + i``.
-        freeze: staged unfreezing, ``{epoch: depth}`` (``{0: 9, 2: 0}``: layers 0..8 frozen for two
-            epochs, then all trainable), or a rule ``freeze(epoch, step) -> depth | None`` asked before
-            every step (``step`` is ``history.step``; ``None`` keeps the depth). A new depth is applied at
-            that step boundary by :func:`~workbench.freezing.set_freeze_depth` with BatchNorm policy
-            ``freeze_bn``, and recorded in ``History.depth`` (per step) and ``History.freeze_depth``.
+        freeze: ``{epoch: depth}`` (``{0: 9, 2: 0}``: layers 0..8 frozen for two epochs), a rule
+            ``freeze(epoch, step) -> depth | None`` asked before every step (``step`` is ``history.step``;
+            ``None`` keeps the depth), or a :class:`~workbench.fit_options.Freeze` adding the BatchNorm policy
+            (default ``"eval"``). A new depth is applied at that step boundary by
+            :func:`~workbench.freezing.set_freeze_depth`, recorded in ``History.depth`` and ``.freeze_depth``.
     """
-    options = dict(locals())
-    options["asked"] = (("given", optimizer) if isinstance(optimizer, torch.optim.Optimizer)
-                        else (optimizer, lr, momentum, weight_decay))
+    options = dict(locals(), optimizer=as_optim(optimizer, lr), freeze=as_freeze(freeze))
     history = history if history is not None else History()
     dev = pick_device(device)
     with _caller_rng_kept(dev), _interrupts_between_steps() as interrupted:
@@ -402,9 +354,9 @@ def _train(loop: _Loop, history: History, stop_asked: Callable[[], bool], *, pro
         history.status = "interrupted"
         history.events.append((history.step, f"interrupted after step {history.step}"))
     except StepFailed as failed:
-        _stop_non_finite(history, failed)
+        record_non_finite(history, failed)
     except Exception as error:
-        _stop_failed(history, model, error)
+        record_failure(history, model, error)
         raise
     finally:
         if bar is not None:
