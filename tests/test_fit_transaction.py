@@ -197,7 +197,33 @@ def test_the_transaction_costs_little_per_step():
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     optimizer.step()
     snapshot = Snapshot(model, optimizer)
-    copies = [id(t) for t in snapshot.copies + snapshot._state_copies]
+    params = list(model.parameters())
+    snapshot.save_update(params)
+    copies = [id(t) for t in snapshot.buffer_copies + list(snapshot.param_copies.values()) + snapshot._state_copies]
     optimizer.step()
     snapshot.save()
-    assert copies == [id(t) for t in snapshot.copies + snapshot._state_copies]
+    snapshot.save_update(params)
+    assert copies == [id(t) for t in snapshot.buffer_copies + list(snapshot.param_copies.values())
+                      + snapshot._state_copies]
+
+
+def test_a_frozen_layer_is_not_copied(small_shapes):
+    """Only what the optimiser is about to write is kept: frozen parameters get no gradient, no copy."""
+    from workbench.step import Snapshot
+    train, _ = small_shapes
+    model = build_model(nc=3)
+    freeze(model, depth=9)
+    kept = []
+    original = Snapshot.save_update
+
+    def spy(self, params):
+        kept.append(len(params))
+        return original(self, params)
+
+    Snapshot.save_update = spy
+    try:
+        fit(model, train, **OPTIONS)
+    finally:
+        Snapshot.save_update = original
+    trainable = sum(p.requires_grad for p in model.parameters())
+    assert kept == [trainable] * 6 and trainable < len(list(model.parameters())) // 4

@@ -6,9 +6,10 @@ checks three things on the way: the loss, the gradients, and the weights the opt
 a NaN or inf weight, or weights so large, above about 1e19, that their squares overflow, as
 ``lr=1e30`` gives). Any of them non-finite raises :class:`StepFailed`.
 
-A :class:`Snapshot`, taken before the step into preallocated copies, holds what a step can
-change: parameters, buffers (BatchNorm statistics), ``requires_grad`` flags, BatchNorm policies,
-the optimiser's state and the AMP scaler's. If the step raises anything (``StepFailed``, an
+A :class:`Snapshot`, kept in preallocated copies, holds what a step can change: buffers
+(BatchNorm statistics), ``requires_grad`` flags, BatchNorm policies and the AMP scaler's state,
+taken before the step; the parameters the optimiser is about to write and their optimiser
+state, taken just before it writes. If the step raises anything (``StepFailed``, an
 error in your model or loss, a second Ctrl-C), ``fit`` restores it, so the weights are those
 of the last completed step.
 
@@ -19,7 +20,8 @@ Example:
     >>> snapshot = Snapshot(model, optimizer)
     >>> before = model.weight.clone()
     >>> try:
-    ...     train_step(model, torch.ones(4, 2), torch.zeros(4, dtype=torch.long), optimizer=optimizer)
+    ...     train_step(model, torch.ones(4, 2), torch.zeros(4, dtype=torch.long), optimizer=optimizer,
+    ...                snapshot=snapshot)
     ... except StepFailed as failed:
     ...     snapshot.restore()
     ...     print(failed.kind, torch.equal(model.weight, before))
@@ -28,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,14 +63,22 @@ class StepResult:
 
 
 class Snapshot:
-    """The model and optimiser as they were before a step, in copies allocated once and refilled by :meth:`save`."""
+    """The model and optimiser as they were before a step, kept in copies allocated once.
+
+    :meth:`save`, before the step, keeps buffers (BatchNorm statistics), ``requires_grad`` flags,
+    BatchNorm policies and the AMP scaler; :meth:`save_update`, just before the optimiser writes,
+    keeps the parameters it is about to write and their optimiser state. So a frozen layer (no
+    gradient, nothing written) costs nothing, and a step that fails before its update copies
+    no parameter.
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, scaler=None):
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
-        unique = {id(t): t.detach() for t in [*model.parameters(), *model.buffers()]}
-        self.tensors = list(unique.values())
-        self.copies = [t.clone() for t in self.tensors]
         self.params = list(model.parameters())
+        self.buffers = list({id(b): b for b in model.buffers()}.values())
+        with torch.no_grad():
+            self.buffer_copies = [b.clone() for b in self.buffers]
+            self.param_copies = {p: p.detach().clone() for p in self.params}
         self.norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
         self._state_tensors: list[torch.Tensor] = []
         self._state_copies: list[torch.Tensor] = []
@@ -75,38 +86,47 @@ class Snapshot:
 
     @torch.no_grad()
     def save(self) -> None:
-        """Copy the current state into the snapshot (no allocation once the optimiser state exists)."""
-        torch._foreach_copy_(self.copies, self.tensors)
+        """Keep what any step may change: buffers, flags, BatchNorm policies and modes, the scaler."""
+        if self.buffers:
+            torch._foreach_copy_(self.buffer_copies, self.buffers)
         self.flags = [p.requires_grad for p in self.params]
         self.policies = [freezing.bn_policy(m) for m in self.norms]
         self.modes = [m.training for m in self.norms]
-        if self.optimizer is not None:
-            self._save_optimizer()
         self.scaler_state = self.scaler.state_dict() if self.scaler is not None and self.scaler.is_enabled() else None
+        self.written: list[nn.Parameter] | None = None  # no update kept yet in this step
 
-    def _save_optimizer(self) -> None:
-        self.state = {p: dict(s) for p, s in self.optimizer.state.items()}
-        tensors = [v for s in self.state.values() for v in s.values() if torch.is_tensor(v)]
-        same = len(tensors) == len(self._state_tensors) and all(a is b for a, b in zip(tensors, self._state_tensors))
-        if same and tensors:
-            torch._foreach_copy_(self._state_copies, tensors)
-        elif not same:
-            self._state_tensors, self._state_copies = tensors, [t.detach().clone() for t in tensors]
+    @torch.no_grad()
+    def save_update(self, params: list[nn.Parameter]) -> None:
+        """Keep ``params``, which the optimiser is about to write, and their optimiser state."""
+        self.written = list(params)
+        if self.written:
+            torch._foreach_copy_([self.param_copies[p] for p in self.written], self.written)
+        if self.optimizer is not None:
+            self.state = {p: dict(s) for p, s in self.optimizer.state.items()}
+            tensors = [v for p in self.written for v in self.state.get(p, {}).values() if torch.is_tensor(v)]
+            same = len(tensors) == len(self._state_tensors) and all(map(operator.is_, tensors, self._state_tensors))
+            if same and tensors:
+                torch._foreach_copy_(self._state_copies, tensors)
+            elif not same:
+                self._state_tensors, self._state_copies = tensors, [t.detach().clone() for t in tensors]
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Put back parameters, buffers, flags, BatchNorm policies, optimiser and scaler state; drop gradients."""
-        torch._foreach_copy_(self.tensors, self.copies)
+        """Put back buffers, written parameters and their optimiser state, flags, policies, scaler; drop gradients."""
+        if self.buffers:
+            torch._foreach_copy_(self.buffers, self.buffer_copies)
+        if self.written:
+            torch._foreach_copy_(self.written, [self.param_copies[p] for p in self.written])
+        if self.written is not None and self.optimizer is not None:
+            self.optimizer.state.clear()
+            self.optimizer.state.update({p: dict(s) for p, s in self.state.items()})
+            if self._state_tensors:
+                torch._foreach_copy_(self._state_tensors, self._state_copies)
         for p, flag in zip(self.params, self.flags):
             p.requires_grad_(flag)
             p.grad = None
         for module, policy, mode in zip(self.norms, self.policies, self.modes):
             _restore_policy(module, policy, mode)
-        if self.optimizer is not None:
-            self.optimizer.state.clear()
-            self.optimizer.state.update({p: dict(s) for p, s in self.state.items()})
-            if self._state_tensors:
-                torch._foreach_copy_(self._state_tensors, self._state_copies)
         if self.scaler_state is not None:
             self.scaler.load_state_dict(self.scaler_state)
 
@@ -146,12 +166,14 @@ def _check_written(model: nn.Module, monitor: GradientMonitor) -> None:
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer: torch.optim.Optimizer,
                loss_fn: Callable | None = None, monitor: GradientMonitor | None = None, clip: float | None = None,
-               scaler: torch.amp.GradScaler | None = None, amp: bool = False) -> StepResult:
+               scaler: torch.amp.GradScaler | None = None, amp: bool = False,
+               snapshot: Snapshot | None = None) -> StepResult:
     """Forward, loss, backward, monitor, clip, optimiser step; :class:`StepFailed` on a non-finite value.
 
     With AMP (an enabled ``scaler``) non-finite gradients are the scaler's to handle: it skips
     the step and lowers its scale. Restoring the model after a failure is the caller's job
-    (take a :class:`Snapshot` before the step).
+    (take a :class:`Snapshot` before the step and pass it: the step keeps in it what the optimiser
+    is about to write).
     """
     loss_fn = loss_fn or F.cross_entropy
     monitor = monitor if monitor is not None else GradientMonitor(model)
@@ -171,6 +193,8 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer:
         clip_coef = clip_coefficient(grad_norm, clip)
         if clip_coef < 1:  # as clip_grad_norm_, reusing the total (scaling by 1 would change nothing)
             monitor.clip(clip, total)
+        if snapshot is not None:
+            snapshot.save_update(monitor.measured)
         scaler.step(optimizer)
         scaler.update()
         _check_written(model, monitor)
@@ -250,6 +274,7 @@ def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int 
     if not params:
         raise ValueError("every parameter is frozen: there is no training step to time")
     saved, grads, mode = Snapshot(model), [p.grad for p in model.parameters()], model.training
+    saved.save_update(params)
     optimizer = torch.optim.SGD(params, lr=0.0)
     model.train()
     times = []

@@ -251,7 +251,8 @@ def _transaction(loop: _Loop, x: torch.Tensor, y: torch.Tensor):
     loop.snapshot.save()
     try:
         return train_step(loop.model, x, y, optimizer=loop.run.optimizer, loss_fn=loop.loss_fn,
-                          monitor=loop.monitor, clip=loop.clip, scaler=loop.run.scaler, amp=loop.amp)
+                          monitor=loop.monitor, clip=loop.clip, scaler=loop.run.scaler, amp=loop.amp,
+                          snapshot=loop.snapshot)
     except StepFailed as failed:
         if failed.kind == "loss":  # name the layer: look again from the restored weights
             failed.layer, failed.parameter = locate_failed_loss(loop.model, x, loop.snapshot, loop.amp)
