@@ -22,6 +22,7 @@ from workbench.freezing import (
 )
 from workbench.layers import layer_index_of, numbered_layers
 from workbench.optim import make_optimizer
+from workbench.training import Freeze
 
 
 class Block(nn.Module):
@@ -347,7 +348,7 @@ def test_staged_schedule_switches_at_the_right_epoch_through_fit(small_shapes):
 def test_staged_schedule_on_a_model_the_workbench_did_not_define(small_shapes):
     train, _ = small_shapes
     model = make("resnet")
-    history = fit(model, train, epochs=2, batch_size=12, progress=False, freeze={0: 6, 1: 3}, freeze_bn="frozen")
+    history = fit(model, train, epochs=2, batch_size=12, progress=False, freeze=Freeze({0: 6, 1: 3}, bn="frozen"))
     assert history.freeze_depth == {0: 6, 1: 3}
     layers = numbered_layers(model)
     assert all(p.requires_grad == (layer.index >= 3) for layer in layers for p in layer.module.parameters())
@@ -364,7 +365,7 @@ def test_schedule_validation(small_shapes):
         with pytest.raises(ValueError, match=message):
             fit(model, train, epochs=1, batch_size=12, progress=False, freeze=bad)
     with pytest.raises(ValueError, match="choose one of"):
-        fit(model, train, epochs=1, batch_size=12, progress=False, freeze={0: 3}, freeze_bn="fixed")
+        fit(model, train, epochs=1, batch_size=12, progress=False, freeze=Freeze({0: 3}, bn="fixed"))
     partial = torch.optim.SGD([p for n, p in model.named_parameters() if n.startswith("layers.9.")], lr=0.1)
     with pytest.raises(ValueError, match="optimizer does not hold"):
         fit(model, train, epochs=1, batch_size=12, progress=False, optimizer=partial, freeze={0: 9, 1: 0})

@@ -193,6 +193,18 @@ def auto_lr(nc: int) -> float:
     return round(0.002 * 5 / (4 + nc), 6)
 
 
+def _check_settings(momentum, weight_decay, iterations) -> None:
+    """Refuse settings torch would accept and then train silently wrong with (NaN, negative decay)."""
+    def finite(value):
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not finite(momentum) or not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be a number in [0, 1) (got {momentum!r}), e.g. 0.937")
+    if not finite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0 (got {weight_decay!r}), e.g. 5e-4, or 0 for none")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be an integer >= 0 (got {iterations!r})")
+
+
 def make_optimizer(model: nn.Module, name: str = "auto", *, lr: float | slice | None = None, momentum: float = 0.937,
                    weight_decay: float = 5e-4, iterations: int = 0, nc: int = 10,
                    lr_mult: Mapping[str | int, float] | None = None,
@@ -211,6 +223,7 @@ def make_optimizer(model: nn.Module, name: str = "auto", *, lr: float | slice | 
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)} or pass a torch optimizer")
+    _check_settings(momentum, weight_decay, iterations)
     if name == "auto":
         name, auto, momentum = ("sgd", 0.01, 0.9) if iterations > 10_000 else ("adamw", auto_lr(nc), 0.9)
         lr = lr if lr is not None else auto
