@@ -21,7 +21,7 @@ from torch import nn
 
 from .checkpoints import pretrained
 from .models import build_model
-from .training import History, fit
+from .training import Freeze, History, fit
 from .transfer import transfer
 
 RUNS = ("pretrained", "scratch", "frozen", "staged")
@@ -95,12 +95,13 @@ def default_build(source) -> Callable[[int], nn.Module]:
 
 
 def lesson_run(name: str, source, build: Callable[[int], nn.Module], nc: int, *, depth: int = 0,
-               unfreeze_at: int = 1) -> Run:
+               unfreeze_at: int = 1, bn: str = "eval") -> Run:
     """One of the lessons' runs on an ``nc``-class target built by ``build(nc)``.
 
     ``pretrained``: the source's weights (:func:`workbench.transfer`), everything trains.
     ``scratch``: fresh initialisation. ``frozen``: pretrained with layers ``0..depth-1`` frozen
     throughout. ``staged``: frozen like that until epoch ``unfreeze_at``, then everything trains.
+    ``bn`` is the BatchNorm policy of the frozen layers (:class:`~workbench.training.Freeze`).
     """
     if name not in RUNS:
         raise ValueError(f"unknown run {name!r}; choose from {list(RUNS)}")
@@ -111,8 +112,10 @@ def lesson_run(name: str, source, build: Callable[[int], nn.Module], nc: int, *,
             transfer(source, model)
         return model
 
-    options = {"frozen": {"freeze": {0: depth}}, "staged": {"freeze": {0: depth, unfreeze_at: 0}}}.get(name, {})
-    return Run(name, start, options)
+    schedule = {"frozen": {0: depth}, "staged": {0: depth, unfreeze_at: 0}}.get(name)
+    if schedule is None:
+        return Run(name, start)
+    return Run(name, start, {"freeze": schedule if bn == "eval" else Freeze(schedule, bn=bn)})
 
 
 def setup_run(name: str, source, build: Callable[[int], nn.Module], nc: int, *, depth: int = 0,
@@ -130,11 +133,11 @@ def setup_run(name: str, source, build: Callable[[int], nn.Module], nc: int, *, 
 
 
 def paired_runs(train, val, *, source, build: Callable[[int], nn.Module], runs: Sequence[str] = RUNS[:3],
-                nc: int | None = None, depth: int = 0, unfreeze_at: int = 1, epochs: int = 3, batch_size: int = 16,
-                seed: int = 0, **options) -> dict[str, History]:
+                nc: int | None = None, depth: int = 0, unfreeze_at: int = 1, bn: str = "eval", epochs: int = 3,
+                batch_size: int = 16, seed: int = 0, **options) -> dict[str, History]:
     """:func:`run_all` over the lessons' runs named in ``runs``; ``options`` go to :func:`run_all`."""
     nc = nc if nc is not None else getattr(train, "nc", None)
     if nc is None:
         raise ValueError("pass nc=<number of classes>: the training data has no class list to count")
-    chosen = [lesson_run(name, source, build, nc, depth=depth, unfreeze_at=unfreeze_at) for name in runs]
+    chosen = [lesson_run(name, source, build, nc, depth=depth, unfreeze_at=unfreeze_at, bn=bn) for name in runs]
     return run_all(chosen, train, val, seed=seed, epochs=epochs, batch_size=batch_size, **options)

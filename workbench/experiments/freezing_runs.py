@@ -40,7 +40,7 @@ from ..monitor import snapshot, weight_drift
 from ..runs import default_build, paired_runs, setup_run
 from ..schedules import CosineWarmup, Schedule
 from ..table import Table, TextResult
-from ..training import DEFAULT_CLIP, Freeze, History, step_time
+from ..training import DEFAULT_CLIP, History, step_time
 from .pretraining import TARGET_CLASSES, VAL_PER_CLASS, target_data
 
 RUNS = ("full", "frozen", "staged")
@@ -303,7 +303,7 @@ def compare_bn_policies(n_per_class: int = 10, *, gap: float = 0.3, classes: Seq
         models: dict[str, nn.Module] = {}
         histories[policy] = paired_runs(train, val, source=source, build=build, runs=["frozen"], nc=train.nc,
                                         depth=depth, epochs=epochs, batch_size=batch_size, seed=seed, models=models,
-                                        optimizer=optimizer, lr=lr, freeze=Freeze({0: depth}, bn=policy),
+                                        optimizer=optimizer, lr=lr, bn=policy,
                                         device="cpu")["frozen"]
         model = models["frozen"]
         drift = BNDrift(r for r in bn_drift(model, stats0) if r.layer is not None and r.layer < depth)

@@ -187,21 +187,44 @@ def fine_tune(source: OwnPretrained | nn.Module | dict, train, val, *, build: Ca
     return OwnComparison(tuple(rows), histories, models)
 
 
+def _library_problem(name: str) -> str:
+    """Why ``name`` cannot build its model here ("" when it can): not installed, or installed but not loadable."""
+    if importlib.util.find_spec(name) is None:
+        return f"{name} is not installed: `pip install {name}` to build its model here"
+    module = {"torchvision": "torchvision.models", "timm": "timm", "ultralytics": "ultralytics.nn.tasks"}[name]
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # a build for another torch fails with RuntimeError or OSError, not ImportError
+        return (f"{name} is installed but does not load beside torch {torch.__version__} ({err}): install the "
+                f"{name} release built for this torch (`pip install {name}` in a fresh environment picks a match)")
+    return ""
+
+
+def library_available(name: str) -> bool:
+    """Whether ``name`` (``"torchvision"``, ``"timm"``, ``"ultralytics"``) is installed and loads beside this torch.
+
+    Example:
+        >>> model = library_model("torchvision") if library_available("torchvision") else None
+    """
+    return not _library_problem(name)
+
+
 def library_model(name: str, nc: int = 3) -> nn.Module:
     """A ResNet-18 from torchvision or timm, or YOLOv8n-cls from Ultralytics, built from its definition (no download).
 
-    Raises ``ValueError`` naming ``pip install`` when the library is missing (check first with
-    ``importlib.util.find_spec(name)``), and for a library this lesson does not know.
+    Raises ``ValueError`` naming ``pip install`` when the library is missing or installed but not
+    loadable beside this torch (check first with :func:`library_available`), and for a library this
+    lesson does not know.
 
     Example:
-        >>> import importlib.util
-        >>> importlib.util.find_spec("torchvision") is None or isinstance(library_model("torchvision"), nn.Module)
+        >>> not library_available("torchvision") or isinstance(library_model("torchvision"), nn.Module)
         True
     """
     if name not in LIBRARIES:
         raise ValueError(f"unknown library {name!r}; choose one of {list(LIBRARIES)}")
-    if importlib.util.find_spec(name) is None:
-        raise ValueError(f"{name} is not installed: `pip install {name}` to build its model here")
+    problem = _library_problem(name)
+    if problem:
+        raise ValueError(problem)
     if name == "torchvision":
         return importlib.import_module("torchvision.models").resnet18(weights=None, num_classes=nc)
     if name == "timm":
