@@ -58,6 +58,7 @@ class History:
     val: dict[str, list[float]] = field(default_factory=dict)
     events: list[tuple[int, str]] = field(default_factory=list)
     freeze_depth: dict[int, int] = field(default_factory=dict)  # epoch -> depth, with fit(freeze=...)
+    depth: list[int] = field(default_factory=list)  # the freeze depth in effect at each step, with fit(freeze=...)
     layer_names: list[str] = field(default_factory=list)
     layer_grad_norms: list[list[float]] = field(default_factory=list)
     clip_coef: list[float] = field(default_factory=list)
@@ -256,7 +257,7 @@ def fit(
     stop=None,
     history: History | None = None,
     schedule: Schedule | None = None,
-    freeze: dict[int, int] | None = None,
+    freeze: dict[int, int] | Callable[[int, int], int | None] | None = None,
     freeze_bn: str = "eval",
 ) -> History:
     """Train ``model`` on ``train`` for ``epochs`` and return its :class:`History`.
@@ -281,7 +282,10 @@ def fit(
             LR and momentum before each step from the global iteration ``epoch * nb + i``.
         freeze: staged unfreezing, ``{epoch: depth}`` (``{0: 9, 2: 0}``: layers 0..8 frozen for two
             epochs, then all trainable), applied at epoch starts by :func:`~workbench.freezing.set_freeze_depth`
-            with BatchNorm policy ``freeze_bn``; recorded in ``History.freeze_depth``.
+            with BatchNorm policy ``freeze_bn``; recorded in ``History.freeze_depth``. Or a callable
+            ``freeze(epoch, step) -> depth or None`` asked before every step (a live slider): a depth
+            other than the current one is applied at that step boundary. ``History.depth`` holds the
+            depth of every step.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1 (got {epochs!r})")
@@ -303,8 +307,13 @@ def fit(
     elif isinstance(optimizer, str):
         optimizer = make_optimizer(model, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                    iterations=epochs * len(train_batches), nc=getattr(model, "nc", 10))
-    if freeze is not None:
+    live_depth = freeze if callable(freeze) else None
+    if live_depth is not None:
+        check_schedule(model, {0: 0}, freeze_bn, optimizer)  # the optimiser must hold what a depth may unfreeze
+        freeze = None
+    elif freeze is not None:
         freeze = check_schedule(model, freeze, freeze_bn, optimizer)
+    current_depth = history.depth[-1] if history.depth else None
     scaler = resume.get("scaler") or torch.amp.GradScaler(dev.type, enabled=amp)
     loss_fn = loss_fn or (DetectionLoss(model) if is_detector(model) else F.cross_entropy)
     monitor = GradientMonitor(model, log=history.layer_grad_norms)  # frozen parameters (no gradient) are skipped
@@ -320,6 +329,7 @@ def fit(
                 if depth is not None:  # staged unfreezing, at epoch boundaries
                     set_freeze_depth(model, depth, bn=freeze_bn)
                     history.record_freeze(epoch, depth)
+                    current_depth = depth
                 model.train()
                 bar = tqdm(total=len(train_batches), disable=not progress, desc=f"epoch {epoch + 1}/{epochs}",
                            initial=history.steps_in_epoch, leave=False)
@@ -328,6 +338,8 @@ def fit(
                         continue  # resuming: these batches were done before the interruption
                     if interrupted.is_set() or (stop is not None and stop.is_set()):
                         raise KeyboardInterrupt
+                    if live_depth is not None:
+                        current_depth = _steer_depth(model, history, live_depth, epoch, current_depth, freeze_bn)
                     if schedule is not None:
                         schedule.apply(optimizer, epoch * len(train_batches) + i, len(train_batches), epochs)
                     x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -360,6 +372,8 @@ def fit(
                     history.steps_in_epoch = i + 1
                     history.record_step(loss.item(), epoch, grad_norm, optimizer)
                     history.clip_coef.append(clip_coef)
+                    if current_depth is not None:
+                        history.depth.append(current_depth)
                     bar.set_postfix_str(f"loss {history.loss[-1]:.3f}", refresh=False)
                     bar.update()
                     if callback is not None:
@@ -380,6 +394,19 @@ def fit(
         monitor.flush()
         history.seconds += time.perf_counter() - started
     return history
+
+
+def _steer_depth(model: nn.Module, history: History, wanted: Callable, epoch: int, current: int | None,
+                 bn: str) -> int | None:
+    """Ask ``wanted(epoch, step)`` for the depth of the next step; apply it at this step boundary if it changed."""
+    depth = wanted(epoch, history.step)
+    if depth is None or depth == current:
+        return current
+    set_freeze_depth(model, depth, bn=bn)
+    was = "" if current is None else f" (was {current})"
+    history.events.append((history.step, f"step {history.step}: freeze depth {depth}{was}"))
+    history.freeze_depth[epoch] = depth
+    return depth
 
 
 def _stop_non_finite(history: History, last_good: _LastGood, found: NonFinite) -> History:
