@@ -12,6 +12,8 @@ Example:
 from .base import Panel, Throttle, refresh_figure
 from .compare import RUNS, ComparePanel, paired_runs, setup_run
 from .freeze import FreezeDepthPreview, FreezePanel, depth_summary, depth_table_html
+from .sources import starting_model
+from .studio import Studio
 from .train import TrainPanel
 from .transfer import TransferPanel, parse_layer_map
 from .warmup import WarmupPanel
@@ -22,6 +24,7 @@ __all__ = [
     "FreezeDepthPreview",
     "FreezePanel",
     "Panel",
+    "Studio",
     "Throttle",
     "TrainPanel",
     "TransferPanel",
@@ -32,4 +35,5 @@ __all__ = [
     "parse_layer_map",
     "refresh_figure",
     "setup_run",
+    "starting_model",
 ]
