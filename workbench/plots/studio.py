@@ -171,7 +171,7 @@ def freeze_column(rows, labels, depth: int, bn: str) -> list[dict]:
 def heatmap_traces(rows, labels, history: History, depth: int, max_columns: int) -> list[dict]:
     steps, z = grad_rows(rows, history, max_columns)
     traces = [dict(type="heatmap", x=steps, y=labels, z=z, colorscale="Viridis", name="log10 grad norm",
-                   colorbar=dict(title="log10 |g|", len=0.35, y=0.75, x=0.855), hoverongaps=False,
+                   colorbar=dict(title="log10 |g|", len=0.4, y=0.75, x=0.805, thickness=12), hoverongaps=False,
                    hovertemplate="step %{x}<br>layer %{y}<br>log10 |g| = %{z:.2f}<extra></extra>")]
     frozen = [r.label for r in rows if r.index < depth and r.params]
     traces.append(dict(type="scatter", mode="text", x=[0.5] * len(frozen), y=frozen, text=["frozen"] * len(frozen),
@@ -245,10 +245,12 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
 
 
 def loss_traces(history: History) -> list[dict]:
-    """The training loss per step and the first validation metric at the end of each epoch (right axis)."""
+    """The training loss per step and the validation metric (accuracy, mAP50) at the end of each epoch (right axis)."""
     traces = [dict(type="scatter", mode="lines", x=np.arange(1, history.step + 1), y=np.asarray(history.loss),
                    name="train loss", line=dict(color="#1f77b4"), xaxis="x8", yaxis="y8")]
-    for key, values in list(history.val.items())[:1]:
+    shown = [k for k in ("accuracy", "mAP50") if k in history.val] or [k for k in history.val if k != "loss"]
+    for key in shown[:1]:
+        values = history.val[key]
         ends = epoch_end_steps(history)[: len(values)]
         traces.append(dict(type="scatter", mode="lines+markers", x=np.asarray(ends), y=np.asarray(values, dtype=float),
                            name=f"val {key}", line=dict(color="#2ca02c"), xaxis="x8", yaxis="y9"))
@@ -280,11 +282,11 @@ def depth_traces(history: History, depth: int, total: int) -> list[dict]:
 def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float | None, depth_max: int) -> dict:
     cols = ([("x4", [0.0, 0.06])] if transfer else []) + [("x2", [0.075 if transfer else 0.0, 0.135 if transfer
                                                                   else 0.06])]
-    heat = [0.2 if transfer else 0.13, 0.84]
+    heat = [0.2 if transfer else 0.13, 0.8]
     rows_axis = dict(type="category", categoryarray=labels, autorange="reversed", domain=[TOP, 1.0])
     layout = {"xaxis": dict(domain=heat, anchor="y", range=[0.5, total + 0.5], showticklabels=False),
               "yaxis": dict(rows_axis, anchor="x", showticklabels=not cols),
-              "xaxis3": dict(domain=[0.88, 1.0], anchor="y3", title="drift", rangemode="tozero"),
+              "xaxis3": dict(domain=[0.9, 1.0], anchor="y3", title="drift", rangemode="tozero"),
               "yaxis3": dict(rows_axis, anchor="x3", matches="y", showticklabels=False)}
     for k, (axis, domain) in enumerate(cols):
         n = axis[1:]
