@@ -8,8 +8,14 @@ import torch
 from workbench import build_model, data, transfer
 from workbench.monitor import snapshot, weight_drift
 from workbench.optim import make_optimizer
-from workbench.plots.studio import (coinciding, depth_changes, history_until, layer_rows, layer_transfer_status,
-                                    studio_figure)
+from workbench.plots.studio import (
+    coinciding,
+    depth_changes,
+    history_until,
+    layer_rows,
+    layer_transfer_status,
+    studio_figure,
+)
 from workbench.schedules import YoloSchedule
 from workbench.training import Batches, fit
 
@@ -37,6 +43,20 @@ def _trace(fig, name):
     return found[0]
 
 
+def grid(heatmap) -> dict[tuple[int, int], float | None]:
+    """The heatmap's cells as {(row, step): log10 norm or None for a gap}."""
+    return {(int(r), int(x)): (None if np.isnan(z) else float(z)) for x, r, z in zip(heatmap.x, heatmap.y, heatmap.z)}
+
+
+def labels_of(fig, trace) -> list[str]:
+    """The row labels a trace's y positions point at."""
+    ticks = dict(zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext))
+    if not fig.layout.yaxis.showticklabels:
+        axis = fig.layout.yaxis2
+        ticks = dict(zip(axis.tickvals, axis.ticktext))
+    return [ticks[int(y)] for y in trace.y]
+
+
 def _figure(run, **kw):
     options = dict(report=run["report"], depth=0, preview=run["preview"], drift=run["drift"]) | kw
     return studio_figure(layer_rows(run["model"]), run["history"], **options)
@@ -44,25 +64,28 @@ def _figure(run, **kw):
 
 def test_heatmap_is_log10_of_the_layer_norms_with_frozen_cells_blank(run):
     history = run["history"]
-    heatmap = next(t for t in _figure(run).data if t.type == "heatmap")
+    fig = _figure(run)
+    heatmap = next(t for t in fig.data if t.type == "heatmap")
     rows = layer_rows(run["model"])
-    assert list(heatmap.y) == [r.label for r in rows]
-    assert list(heatmap.x) == list(range(1, history.step + 1))
+    assert list(fig.layout.yaxis4.ticktext) == [r.label for r in rows]  # the transfer column names the rows
+    cells = grid(heatmap)
+    assert len(cells) == len(heatmap.z) == len(rows) * history.step
     for k, row in enumerate(rows):
         column = history.layer_names.index(row.name)
         for step, norms in enumerate(history.layer_grad_norms):
             frozen = row.index < history.depth[step]
             expected = None if frozen or norms[column] == 0 else math.log10(norms[column])
-            got = heatmap.z[k][step]
+            got = cells[(k, step + 1)]
             assert (got is None and expected is None) or got == pytest.approx(expected), (row.label, step)
-    assert all(v is None for v in heatmap.z[0][:5]) and all(v is not None for v in heatmap.z[0][5:])
+    assert all(cells[(0, s)] is None for s in range(1, 6)) and all(cells[(0, s)] is not None
+                                                                   for s in range(6, history.step + 1))
 
 
 def test_frozen_rows_are_labelled_and_the_frozen_column_shows_the_batchnorm_policy(run):
     fig = _figure(run, depth=4, bn="affine")
-    assert list(_trace(fig, "frozen rows").y) == ["0 Conv", "1 Conv", "2 C2f", "3 Conv"]
+    assert labels_of(fig, _trace(fig, "frozen rows")) == ["0 Conv", "1 Conv", "2 C2f", "3 Conv"]
     frozen = _trace(fig, "frozen")
-    assert list(frozen.y) == ["0 Conv", "1 Conv", "2 C2f", "3 Conv"] and list(frozen.text) == ["affine"] * 4
+    assert labels_of(fig, frozen) == ["0 Conv", "1 Conv", "2 C2f", "3 Conv"] and list(frozen.text) == ["affine"] * 4
     assert len(_trace(fig, "trainable").y) == 6
 
 
@@ -118,10 +141,10 @@ def test_transfer_column_and_drift_bars_follow_the_ledger_and_the_weights(run):
             "re-initialised"
     assert layer_transfer_status(report) == expected
     assert expected[9] == "partial" and all(expected[i] == "transferred" for i in range(9))
-    assert list(_trace(fig, "partial").y) == ["9 Classify"]
+    assert labels_of(fig, _trace(fig, "partial")) == ["9 Classify"]
     drift = _trace(fig, "weight drift")
     labels = {r.name: r.label for r in layer_rows(run["model"])}
-    assert dict(zip(drift.y, drift.x)) == pytest.approx({labels[k]: v for k, v in run["drift"].items()})
+    assert dict(zip(labels_of(fig, drift), drift.x)) == pytest.approx({labels[k]: v for k, v in run["drift"].items()})
 
 
 def test_without_a_source_the_transfer_column_is_left_out(run):
@@ -140,7 +163,7 @@ def test_history_until_cuts_the_run_at_a_step(run):
     assert cut.val["accuracy"] == history.val["accuracy"][:1] and cut.epochs_done == 1
     assert cut.status == "replay" and history.status == "completed"
     fig = studio_figure(layer_rows(run["model"]), cut, preview=run["preview"])
-    assert len(next(t for t in fig.data if t.type == "heatmap").x) == nb + 1
+    assert set(next(t for t in fig.data if t.type == "heatmap").x) == set(range(1, nb + 2))
 
 
 def test_before_training_the_figure_previews_depth_and_lr():

@@ -12,10 +12,13 @@ Example:
     >>> rows = layer_rows(build_model(nc=3))
     >>> h = History(loss=[1.0, 0.9], epoch=[0, 0], grad_norm=[2.0, 1.0], clip_coef=[1.0, 1.0], depth=[2, 2],
     ...             layer_names=[r.name for r in rows], layer_grad_norms=[[1.0] * 10, [10.0] * 10])
-    >>> fig = studio_figure(rows, h, depth=2)
+    >>> steps, z = grad_rows(rows, h)
+    >>> z[0].tolist(), z[2].tolist()  # layer 0 frozen (a gap), layer 2 trainable: log10 of its norms
+    ([nan, nan], [0.0, 1.0])
+    >>> fig = studio_figure(rows, h, depth=2)  # the heatmap holds them cell by cell
     >>> heatmap = next(t for t in fig.data if t.type == "heatmap")
-    >>> heatmap.z[0], heatmap.z[2]  # layer 0 frozen (blank), layer 2 trainable: log10 of its norms
-    ([None, None], [0.0, 1.0])
+    >>> heatmap.z[4:6].tolist(), heatmap.y[4:6].tolist(), heatmap.x[4:6].tolist()
+    ([0.0, 1.0], [2.0, 2.0], [1.0, 2.0])
 """
 from __future__ import annotations
 
@@ -88,8 +91,8 @@ def history_until(history: History, step: int) -> History:
     done = len(ends) if step < history.step else history.epochs_done
     cut = dict(loss=history.loss[:step], epoch=history.epoch[:step], grad_norm=history.grad_norm[:step],
                clip_coef=history.clip_coef[:step], depth=history.depth[:step],
-               layer_grad_norms=history.layer_grad_norms[:step],
-               lr={k: v[:step] for k, v in history.lr.items()}, momentum={k: v[:step] for k, v in history.momentum.items()},
+               layer_grad_norms=history.layer_grad_norms[:step], lr={k: v[:step] for k, v in history.lr.items()},
+               momentum={k: v[:step] for k, v in history.momentum.items()},
                val={k: v[:done] for k, v in history.val.items()}, events=[e for e in history.events if e[0] <= step],
                epochs_done=done, status=history.status if step == history.step else "replay")
     if history.non_finite is not None and history.non_finite.step > step:
@@ -111,8 +114,8 @@ def _row_of(rows: Sequence[LayerRow], name: str) -> int | None:
     return 0 if len(rows) == 1 else None  # a model that is one layer: the monitor names it by its class
 
 
-def grad_rows(rows: Sequence[LayerRow], history: History, max_columns: int = 300) -> tuple[list[int], list[list]]:
-    """``(steps, z)``: log10 gradient norm per row and step; ``None`` where frozen (``History.depth``) or no
+def grad_rows(rows: Sequence[LayerRow], history: History, max_columns: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, z)``: log10 gradient norm, ``z[row, column]``; NaN where frozen (``History.depth``) or no
     gradient. Longer runs are binned to ``max_columns`` columns holding each bin's largest norm."""
     labels = row_labels(rows, history)
     n = len(history.layer_grad_norms)
@@ -126,14 +129,21 @@ def grad_rows(rows: Sequence[LayerRow], history: History, max_columns: int = 300
     index = np.array([r.index for r in rows] + [math.inf] * (len(labels) - len(rows)))
     norms[index[None, :] < depth[:, None]] = np.nan  # frozen at that step
     norms[~(norms > 0)] = np.nan
-    steps = list(range(1, n + 1))
+    steps = np.arange(1, n + 1, dtype=float)
     if n > max_columns:
         bins = np.array_split(np.arange(n), max_columns)
         with np.errstate(all="ignore"):
             norms = np.stack([np.fmax.reduce(norms[b], axis=0) for b in bins])
-        steps = [int(b[-1]) + 1 for b in bins]
-    z = np.log10(norms).T
-    return steps, [[None if math.isnan(v) else v for v in row] for row in z.tolist()]
+        steps = np.array([b[-1] + 1 for b in bins], dtype=float)
+    with np.errstate(all="ignore"):
+        return steps, np.log10(norms).T
+
+
+def heatmap_cells(steps: np.ndarray, z: np.ndarray) -> dict:
+    """The heatmap as one cell per (row, step), flat float arrays: a live figure sends them as binary arrays,
+    which keep NaN (a gap), where JSON has no NaN and lists of ``None`` cost a deep copy per value."""
+    rows, columns = np.meshgrid(np.arange(z.shape[0], dtype=float), steps, indexing="ij")
+    return dict(x=columns.ravel(), y=rows.ravel(), z=np.ascontiguousarray(z, dtype=float).ravel())
 
 
 def _column_markers(labels, states, colours, hover, axis: int, text=None) -> list[dict]:
@@ -141,7 +151,7 @@ def _column_markers(labels, states, colours, hover, axis: int, text=None) -> lis
     traces = []
     for state, col in colours.items():
         mine = [k for k, s in enumerate(states) if s == state]
-        traces.append(dict(type="scatter", mode="markers+text", x=np.zeros(len(mine)), y=[labels[k] for k in mine],
+        traces.append(dict(type="scatter", mode="markers+text", x=np.zeros(len(mine)), y=np.array(mine, dtype=float),
                            marker=dict(symbol="square", size=15, color=col), name=state, legendgroup=f"col{axis}",
                            text=[text[k] for k in mine] if text else None, textposition="middle right",
                            textfont=dict(size=9), showlegend=bool(mine), hovertext=[hover[k] for k in mine],
@@ -169,18 +179,19 @@ def freeze_column(rows, labels, depth: int, bn: str) -> list[dict]:
 
 
 def heatmap_traces(rows, labels, history: History, depth: int, max_columns: int) -> list[dict]:
-    steps, z = grad_rows(rows, history, max_columns)
-    traces = [dict(type="heatmap", x=steps, y=labels, z=z, colorscale="Viridis", name="log10 grad norm",
+    traces = [dict(type="heatmap", **heatmap_cells(*grad_rows(rows, history, max_columns)), colorscale="Viridis",
+                   name="log10 grad norm",
                    colorbar=dict(title="log10 |g|", len=0.4, y=0.75, x=0.805, thickness=12), hoverongaps=False,
                    hovertemplate="step %{x}<br>layer %{y}<br>log10 |g| = %{z:.2f}<extra></extra>")]
-    frozen = [r.label for r in rows if r.index < depth and r.params]
-    traces.append(dict(type="scatter", mode="text", x=[0.5] * len(frozen), y=frozen, text=["frozen"] * len(frozen),
+    frozen = [k for k, r in enumerate(rows) if r.index < depth and r.params]
+    traces.append(dict(type="scatter", mode="text", x=np.full(len(frozen), 0.5), y=np.array(frozen, dtype=float),
+                       text=["frozen"] * len(frozen),
                        textposition="middle right", textfont=dict(size=9, color="#4c78a8"), name="frozen rows",
                        showlegend=False, hoverinfo="skip"))
     found = history.non_finite
     k = _row_of(rows, found.layer) if found is not None and found.layer else None
     if k is not None:
-        traces.append(dict(type="scatter", mode="markers+text", x=[found.step + 1], y=[labels[k]], name="non-finite",
+        traces.append(dict(type="scatter", mode="markers+text", x=[found.step + 1], y=[k], name="non-finite",
                            text=["non-finite"], textposition="middle left", marker=dict(symbol="x", size=14,
                            color="#d62728"), hovertext=[found.message], hovertemplate="%{hovertext}<extra></extra>"))
     return traces
@@ -190,17 +201,24 @@ def drift_trace(rows, labels, drift: Mapping[str, float] | None) -> list[dict]:
     """Weight drift ``||W - W0|| / ||W0||`` per row (``weight_drift`` of the model against its start)."""
     drift = drift or {}
     ks = [(k, v) for name, v in drift.items() if (k := _row_of(rows, name)) is not None and math.isfinite(v)]
-    return [dict(type="bar", orientation="h", x=[v for _, v in ks], y=[labels[k] for k, _ in ks], name="weight drift",
+    return [dict(type="bar", orientation="h", x=np.array([v for _, v in ks], dtype=float),
+                 y=np.array([k for k, _ in ks], dtype=float), name="weight drift",
+                 customdata=[labels[k] for k, _ in ks],
                  marker_color="#9467bd", showlegend=False, xaxis="x3", yaxis="y3",
-                 hovertemplate="layer %{y}<br>||W - W0|| / ||W0|| = %{x:.3g}<extra></extra>")]
+                 hovertemplate="layer %{customdata}<br>||W - W0|| / ||W0|| = %{x:.3g}<extra></extra>")]
+
+
+def _steps(n: int) -> np.ndarray:
+    """Steps 1..n as floats (a live figure sends float arrays as binary, int64 ones as lists)."""
+    return np.arange(1, n + 1, dtype=float)
 
 
 def norm_traces(history: History) -> list[dict]:
     """The total gradient norm (log axis) and the clip coefficient (right axis, 1 = not clipped)."""
-    steps = np.arange(1, history.step + 1)
+    steps = _steps(history.step)
     return [dict(type="scatter", mode="lines", x=steps, y=np.asarray(history.grad_norm, dtype=float),
                  name="total |g|", line=dict(color="#333"), xaxis="x5", yaxis="y5"),
-            dict(type="scatter", mode="lines", x=np.arange(1, len(history.clip_coef) + 1),
+            dict(type="scatter", mode="lines", x=_steps(len(history.clip_coef)),
                  y=np.asarray(history.clip_coef, dtype=float), name="clip coefficient",
                  line=dict(color="#d62728", width=1), xaxis="x5", yaxis="y6")]
 
@@ -235,18 +253,18 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
         style = dict(legendgroup=f"lr {name}", xaxis="x7", yaxis="y7", mode="lines")
         if preview is not None and name in preview.lr:
             y = np.asarray(preview.lr[name], dtype=float)
-            traces.append(dict(type="scatter", x=np.arange(1, len(y) + 1), y=y, name=f"lr {name}{note[name]} preview",
+            traces.append(dict(type="scatter", x=_steps(len(y)), y=y, name=f"lr {name}{note[name]} preview",
                                line=dict(color=colour(k), dash="dash", width=width[name]), opacity=0.6, **style))
         if name in history.lr:
             y = np.asarray(history.lr[name], dtype=float)
-            traces.append(dict(type="scatter", x=np.arange(1, len(y) + 1), y=y, name=f"lr {name}{note[name]}",
+            traces.append(dict(type="scatter", x=_steps(len(y)), y=y, name=f"lr {name}{note[name]}",
                                line=dict(color=colour(k), width=width[name]), **style))
     return traces
 
 
 def loss_traces(history: History) -> list[dict]:
     """The training loss per step and the validation metric (accuracy, mAP50) at the end of each epoch (right axis)."""
-    traces = [dict(type="scatter", mode="lines", x=np.arange(1, history.step + 1), y=np.asarray(history.loss),
+    traces = [dict(type="scatter", mode="lines", x=_steps(history.step), y=np.asarray(history.loss, dtype=float),
                    name="train loss", line=dict(color="#1f77b4"), xaxis="x8", yaxis="y8")]
     shown = [k for k in ("accuracy", "mAP50") if k in history.val] or [k for k in history.val if k != "loss"]
     for key in shown[:1]:
@@ -268,7 +286,7 @@ def depth_traces(history: History, depth: int, total: int) -> list[dict]:
     style = dict(xaxis="x10", yaxis="y10")
     changes = depth_changes(history)
     now = len(history.depth)
-    return [dict(type="scatter", mode="lines", x=np.arange(1, now + 1), y=np.asarray(history.depth, dtype=float),
+    return [dict(type="scatter", mode="lines", x=_steps(now), y=np.asarray(history.depth, dtype=float),
                  line=dict(color="#4c78a8", shape="hv"), name="freeze depth", **style),
             dict(type="scatter", mode="markers+text", x=np.array([c[0] for c in changes], dtype=float),
                  y=np.array([c[1] for c in changes], dtype=float), name="depth changes",
@@ -283,7 +301,8 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
     cols = ([("x4", [0.0, 0.06])] if transfer else []) + [("x2", [0.075 if transfer else 0.0, 0.135 if transfer
                                                                   else 0.06])]
     heat = [0.2 if transfer else 0.13, 0.8]
-    rows_axis = dict(type="category", categoryarray=labels, autorange="reversed", domain=[TOP, 1.0])
+    rows_axis = dict(tickvals=list(range(len(labels))), ticktext=labels, range=[len(labels) - 0.5, -0.5],
+                     domain=[TOP, 1.0], showgrid=False, zeroline=False)
     layout = {"xaxis": dict(domain=heat, anchor="y", range=[0.5, total + 0.5], showticklabels=False),
               "yaxis": dict(rows_axis, anchor="x", showticklabels=not cols),
               "xaxis3": dict(domain=[0.9, 1.0], anchor="y3", title="drift", rangemode="tozero"),
@@ -346,4 +365,4 @@ def studio_figure(rows: Sequence[LayerRow], history: History | None = None, *, r
     status = f"{history.status}: step {history.step} of {total}, epoch {history.epochs_done}, depth {depth} ({bn})"
     layout.update(title=title or status, height=940, margin=dict(l=70, r=40, t=50, b=40),
                   legend=dict(orientation="h", y=-0.05, font=dict(size=10)), barmode="overlay")
-    return go.Figure(traces, layout)
+    return go.Figure(traces, layout, _validate=False)  # built from checked dicts; validating costs ~20 ms
