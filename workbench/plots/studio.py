@@ -305,12 +305,13 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
                      domain=[TOP, 1.0], showgrid=False, zeroline=False)
     layout = {"xaxis": dict(domain=heat, anchor="y", range=[0.5, total + 0.5], showticklabels=False),
               "yaxis": dict(rows_axis, anchor="x", showticklabels=not cols),
-              "xaxis3": dict(domain=[0.9, 1.0], anchor="y3", title="drift", rangemode="tozero"),
+              "xaxis3": dict(domain=[0.9, 1.0], anchor="y3", title="drift", rangemode="tozero", nticks=3),
               "yaxis3": dict(rows_axis, anchor="x3", matches="y", showticklabels=False)}
     for k, (axis, domain) in enumerate(cols):
         n = axis[1:]
         layout[f"xaxis{n}"] = dict(domain=domain, anchor=f"y{n}", range=[-0.6, 2.2], showticklabels=False,
-                                   showgrid=False, zeroline=False, title="transfer" if axis == "x4" else "frozen")
+                                   showgrid=False, zeroline=False,
+                                   title=dict(text="transfer" if axis == "x4" else "frozen", font=dict(size=10)))
         layout[f"yaxis{n}"] = dict(rows_axis, anchor=f"x{n}", matches=None if k == 0 else "y", showticklabels=k == 0)
     if cols:
         layout["yaxis"]["matches"] = f"y{cols[0][0][1:]}"
@@ -323,10 +324,11 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
         top -= size + GAP
     layout["yaxis5"].update(type="log", title="total |g|")
     layout["yaxis6"] = dict(overlaying="y5", anchor="x5", side="right", range=[0, 1.05], title="clip coef",
-                            showgrid=False)
+                            tickvals=[0, 0.5, 1], showgrid=False)
     layout["yaxis7"].update(title="lr", exponentformat="e", rangemode="tozero")
     layout["yaxis8"]["title"] = "loss"
-    layout["yaxis9"] = dict(overlaying="y8", anchor="x8", side="right", range=[0, 1.05], title="val", showgrid=False)
+    layout["yaxis9"] = dict(overlaying="y8", anchor="x8", side="right", range=[0, 1.05], title="val",
+                          tickvals=[0, 0.5, 1], showgrid=False)
     layout["yaxis10"].update(title="depth", range=[-0.5, depth_max + 0.5])
     layout["xaxis10"]["title"] = "step"
     shapes = [dict(type="line", xref="x7", yref="y7 domain", x0=now, x1=now, y0=0, y1=1, line=dict(color="black"))]
