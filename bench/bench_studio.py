@@ -93,7 +93,8 @@ def main() -> None:
     print(f"fine-tune from shapes_n, {steps} steps of batch {args.batch}, {args.rounds} interleaved rounds, "
           f"torch threads {torch.get_num_threads()}, CPU clock")
     print(f"fit alone      median {statistics.median(alone):6.2f} s")
-    print(f"studio + fit   median {statistics.median(attached):6.2f} s  ({studio.redraws} redraws in the last run, the last one included)")
+    print(f"studio + fit   median {statistics.median(attached):6.2f} s  "
+          f"({studio.redraws} redraws in the last run, the last one included)")
     print(f"overhead ratio median {statistics.median(ratios):6.3f}  (target <= 1.05; "
           f"min {min(ratios):.3f}, max {max(ratios):.3f})")
     times = redraw_ms(args.redraws)

@@ -21,7 +21,7 @@ def _rows(studio) -> list[list[float | None]]:
     """The heatmap as rows of cells in step order, ``None`` for a gap."""
     heatmap = _heatmap(studio)
     found: dict[int, list] = {}
-    for x, r, z in sorted(zip(heatmap.x, heatmap.y, heatmap.z)):
+    for _, r, z in sorted(zip(heatmap.x, heatmap.y, heatmap.z)):
         found.setdefault(int(r), []).append(None if np.isnan(z) else float(z))
     return [found.get(k, []) for k in range(len(studio.rows))]
 
@@ -137,7 +137,7 @@ def test_a_torchvision_like_resnet_as_the_model(small_shapes):
     assert history.status == "completed" and set(history.depth) == {3}
     z = _rows(studio)
     assert all(v is None for row in z[:3] for v in row) and all(v is not None for v in z[3])
-    assert all(v is None for v in z[5]) and len(z[5]) == history.step  # the pooling layer has no parameters, so no gradient
+    assert all(v is None for v in z[5]) and len(z[5]) == history.step  # pooling: no parameters, no gradient
 
 
 def test_a_resnet_source_transfers_into_a_resnet(small_shapes):

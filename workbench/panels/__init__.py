@@ -12,6 +12,7 @@ Example:
 from .base import Panel, Throttle, refresh_figure
 from .compare import RUNS, ComparePanel, paired_runs, setup_run
 from .freeze import FreezeDepthPreview, FreezePanel, depth_summary, depth_table_html
+from .init_explorer import InitExplorer, as_is_signal
 from .sources import starting_model
 from .studio import Studio
 from .train import TrainPanel
@@ -23,12 +24,14 @@ __all__ = [
     "ComparePanel",
     "FreezeDepthPreview",
     "FreezePanel",
+    "InitExplorer",
     "Panel",
     "Studio",
     "Throttle",
     "TrainPanel",
     "TransferPanel",
     "WarmupPanel",
+    "as_is_signal",
     "depth_summary",
     "depth_table_html",
     "paired_runs",

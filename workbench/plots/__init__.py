@@ -11,6 +11,7 @@ Example:
 from .curves import compare_runs, epoch_end_steps, loss_curve, lr_curves, training_dashboard
 from .health import bn_drift_bars, clip_value, drift_bars, grad_heatmap, grad_matrix, signal_plot
 from .layers import freeze_map, freeze_rows, transfer_map
+from .signals import signal_figure
 from .studio import history_until, layer_rows, studio_figure
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "layer_rows",
     "loss_curve",
     "lr_curves",
+    "signal_figure",
     "signal_plot",
     "studio_figure",
     "training_dashboard",
