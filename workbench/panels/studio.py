@@ -71,7 +71,7 @@ class Studio(Panel, Worker):
         self.train, self.val, self.fit_options = train, val, fit_options
         self.optimizer_name, self.warmup_epochs, self.device = optimizer, warmup_epochs, pick_device(device)
         self.redraw_per_second, self.rows = redraw_per_second, layer_rows(self.model)
-        self._initial, self._start = copy.deepcopy(self.model.state_dict()), snapshot(self.model)
+        self._initial, self.start_weights = copy.deepcopy(self.model.state_dict()), snapshot(self.model)
         set_freeze_depth(self.model, depth, bn=bn)
         self.history: History | None = None
         self.drifts: dict[int, dict[str, float]] = {}  # step -> weight drift, taken at each redraw
@@ -252,10 +252,14 @@ class Studio(Panel, Worker):
         return studio_figure(self.rows, history, report=self.report, depth=depth, bn=self.bn.value,
                              preview=self.preview, drift=drift)
 
+    def drift(self) -> dict[str, float]:
+        """Per layer, ``||W - W0|| / ||W0||`` from the weights the run started with (after the transfer)."""
+        return weight_drift(self.model, self.start_weights)
+
     def redraw(self) -> None:
         """Measure the weight drift and draw the figure now (the run's callback calls this at a bounded rate)."""
         history = self.history or History()
-        self.drifts[history.step] = weight_drift(self.model, self._start)
+        self.drifts[history.step] = self.drift()
         refresh_figure(self.figure, self.figure_at())
         self.redraws += 1
         self.badge.value = self._badge_html(self.images_per_second())
