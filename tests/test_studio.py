@@ -1,4 +1,6 @@
 """The Studio panel: sources, the slider steering a running fit, replay, state, and models from elsewhere."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +116,16 @@ def test_replay_scrubs_every_view_and_replays_the_depth_changes(small_shapes):
     assert len(_trace(studio, "frozen").y) == 9  # the frozen column shows the depth of that step
     studio.frame.value = 5
     assert list(_trace(studio, "depth changes").text) == ["9", "9→2"] and len(_trace(studio, "frozen").y) == 2
+
+
+def test_redraws_are_bounded_in_rate(small_shapes):
+    train, val = small_shapes
+    studio = Studio(build_model(nc=10), train, val, epochs=10, batch_size=4, redraw_per_second=2)
+    studio.redraws = 0
+    started = time.perf_counter()
+    history = studio.run(wait=True)
+    seconds = time.perf_counter() - started
+    assert studio.redraws <= 2 * seconds + 2 < history.step  # at most twice a second, and once at the end
 
 
 def test_continue_after_a_finished_run_with_more_epochs(small_shapes):

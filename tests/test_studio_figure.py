@@ -173,3 +173,19 @@ def test_before_training_the_figure_previews_depth_and_lr():
     assert len(_trace(fig, "frozen").y) == 5
     assert list(_trace(fig, "slider depth (ahead)").y) == [5, 5]
     assert fig.layout.xaxis.range[1] == 12.5  # the step axis spans the run ahead
+
+
+def test_the_first_non_finite_layer_is_marked():
+    from workbench import History
+    from workbench.monitor import NonFinite
+
+    model = build_model(nc=3)
+    rows = layer_rows(model)
+    names = [r.name for r in rows]
+    history = History(loss=[1.0, 1.0, 1.0], epoch=[0, 0, 0], grad_norm=[1.0, 2.0, 3.0], clip_coef=[1.0] * 3,
+                      depth=[0, 0, 0], layer_names=names, layer_grad_norms=[[1.0] * 10] * 3, status="non_finite",
+                      non_finite=NonFinite(3, "gradient", float("inf"), "layers.4", "layers.4.cv1.conv.weight"))
+    mark = _trace(studio_figure(rows, history), "non-finite")
+    assert (list(mark.x), list(mark.y)) == ([4], [4])  # the step that blew up, the row of layers.4
+    assert "layers.4" in mark.hovertext[0]
+    assert not any(t.name == "non-finite" for t in studio_figure(rows, history_until(history, 2)).data)
