@@ -185,6 +185,16 @@ def test_a_users_own_module(small_shapes):
     assert history.status == "completed" and all(v is None for v in z[0]) and all(v is not None for v in z[1])
 
 
+def test_a_dataloader_of_your_own(small_shapes):
+    train, _ = small_shapes
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train.x, train.y), batch_size=9)
+    studio = Studio(None, loader, model=OwnNet(), epochs=2)
+    history = studio.run(wait=True)
+    assert history.status == "completed" and history.step == 2 * len(loader)
+    assert studio.preview is not None and len(studio.preview.lr["weight"]) == history.step
+    assert 0 < studio.images_per_second() and "images/s" in studio.badge.value
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_notebook_00_fine_tune_ends_well_above_chance(seed):
     """Notebook 00's run: shipped weights, head only for 3 epochs, then the slider to 0 for 3 more."""

@@ -237,7 +237,8 @@ class Studio(Panel, Worker):
             return None
         began, first = self._clock
         seconds, steps = time.perf_counter() - began, self.history.step - first
-        size = len(self.train) / self.batches_per_epoch() if hasattr(self.train, "__len__") else self.batch_size.value
+        images = getattr(self.train, "dataset", self.train)  # a DataLoader's length counts batches
+        size = len(images) / self.batches_per_epoch() if hasattr(images, "__len__") else self.batch_size.value
         return steps * size / seconds if seconds > 0 and steps > 0 else None
 
     # ---------------------------------------------------------------- drawing
