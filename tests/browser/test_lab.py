@@ -1,7 +1,7 @@
 """Open the notebooks in a real JupyterLab in headless Chromium, as a learner does.
 
-Run All, move the freeze-depth slider with the keyboard, check the dependent output changed and
-the plotly figure rendered. A screenshot is saved always (for the record) and on failure.
+Run All, press Start, move the freeze-depth slider with the keyboard during the run, and check the
+figure follows. A screenshot is saved always (for the record) and on failure.
 """
 import os
 import re
@@ -60,30 +60,75 @@ def screenshot_on_failure(page, request):
     page.screenshot(path=str(ART / f"{request.node.name}{'_FAILED' if failed else ''}.png"), full_page=True)
 
 
-def test_start_here_runs_and_its_slider_drives_the_output(lab_server, page, scratch_copy, screenshot_on_failure):
+FIGURE_STATE = """() => {
+    const g = document.querySelector('.js-plotly-plot');
+    const trace = name => (g.data || []).find(t => t.name === name) || {};
+    const heat = (g.data || []).find(t => t.type === 'heatmap') || {};
+    const z = Array.from(heat.z || []), y = Array.from(heat.y || []), x = Array.from(heat.x || []);
+    const lit = z.filter((v, k) => y[k] === 0 && Number.isFinite(v)).length;
+    return {steps: x.length ? Math.max(...x) : 0, row0_lit: lit, cells: z.length,
+            frozen: (trace('frozen').y || []).length,
+            marks: Array.from(trace('depth changes').text || []),
+            depth: Array.from(trace('freeze depth').y || []).slice(0, 3).concat(
+                Array.from(trace('freeze depth').y || []).slice(-3))};  // first and last three steps
+}"""
+
+
+def figure_state(page) -> dict:
+    return page.evaluate(FIGURE_STATE)
+
+
+def wait_for(page, condition, what: str, seconds: float = 90) -> dict:
+    deadline = time.time() + seconds
+    while True:
+        state = figure_state(page)
+        if condition(state):
+            return state
+        assert time.time() < deadline, f"timed out waiting for {what}; the figure shows {state}"
+        page.wait_for_timeout(300)
+
+
+def test_start_here_studio_the_slider_steers_a_running_fine_tune(lab_server, page, scratch_copy,
+                                                                 screenshot_on_failure):
     from playwright.sync_api import expect
 
     nb = open_and_run_all(page, lab_server, scratch_copy("00_start_here.ipynb"))
     expect(nb.locator(".jp-OutputArea-output", has_text="checks ok")).to_be_visible(timeout=180_000)
     assert nb.locator("[data-mime-type='application/vnd.jupyter.stderr'] >> text=Traceback").count() == 0
     assert nb.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0
+    expect(nb.locator(".js-plotly-plot")).to_have_count(1)
+    state = wait_for(page, lambda s: "9→0" in s["marks"], "the pre-run's unfreezing on the timeline")
+    assert state["row0_lit"] > 0 and state["depth"][0] == 9 and state["depth"][-1] == 0, state
 
-    plot = nb.locator(".js-plotly-plot")
-    expect(plot).to_have_count(1)
-    points = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
-                           ".map(g => (g.data || []).map(t => (t.y || []).length))")
-    assert points[0][0] > 10, f"the loss curve should have one point per step, got {points}"
-
-    readout = nb.locator(".widget-hslider .widget-readout").first
-    summary = nb.locator(".widget-label", has_text="depth=").first
-    expect(readout).to_have_text("0")
-    expect(summary).to_contain_text("no layer frozen")
-    nb.locator(".widget-hslider .noUi-handle").first.focus()
-    for _ in range(5):
+    studio = nb.locator(".widget-vbox", has=page.locator(".widget-button", has_text="Start")).first
+    studio.locator(".widget-button", has_text="Reset").click()
+    wait_for(page, lambda s: s["steps"] == 0, "Reset to clear the heatmap")
+    readout = studio.locator(".widget-hslider .widget-readout").first
+    handle = studio.locator(".widget-hslider .noUi-handle").first
+    handle.focus()
+    for _ in range(9):
         page.keyboard.press("ArrowRight")
-    expect(readout).to_have_text("5")
-    expect(summary).to_contain_text("depth=5: layers 0-4 frozen")
-    expect(nb.locator(".widget-html tr", has_text="frozen")).to_have_count(5)
+    expect(readout).to_have_text("9")
+    wait_for(page, lambda s: s["frozen"] == 9, "the slider's preview: layers 0-8 frozen")  # the kernel has depth 9
+    epochs = studio.locator(".widget-inline-hbox", has_text="epochs").locator("input").first
+    epochs.fill("400")  # long enough to steer by hand
+    epochs.press("Enter")
+    studio.locator(".widget-button", has_text="Start").click()
+    before = wait_for(page, lambda s: s["steps"] >= 3, "the first live frames")
+    assert before["row0_lit"] == 0 and before["marks"] == ["9"], before  # frozen rows are blank
+    handle.focus()
+    for _ in range(9):
+        page.keyboard.press("ArrowLeft")
+    expect(readout).to_have_text("0")
+    after = wait_for(page, lambda s: len(s["marks"]) > 1 and s["marks"][-1].endswith("→0") and s["row0_lit"] > 0,
+                     "the slider's change on the timeline and layer 0 lighting up")  # keys may land on two steps
+    studio.locator(".widget-button", has_text="Stop").click()
+    expect(studio.locator(".widget-html", has_text="interrupted").first).to_be_visible(timeout=60_000)
+    assert after["steps"] > before["steps"]
+    ART.mkdir(parents=True, exist_ok=True)
+    nb.locator(".js-plotly-plot").first.evaluate("g => g.scrollIntoView({block: 'end'})")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ART / "studio_after_unfreezing.png"), full_page=True)
 
 
 def test_weight_transfer_lesson_panel_follows_the_class_count(lab_server, page, scratch_copy, screenshot_on_failure):

@@ -12,6 +12,9 @@ Example:
 from .base import Panel, Throttle, refresh_figure
 from .compare import ComparePanel
 from .freeze import FreezeDepthPreview, FreezePanel, depth_summary, depth_table_html
+from .init_explorer import InitExplorer, as_is_signal
+from .sources import starting_model
+from .studio import Studio
 from .target import TargetPanel
 from .train import TrainPanel
 from .transfer import TransferPanel, parse_layer_map
@@ -21,14 +24,18 @@ __all__ = [
     "ComparePanel",
     "FreezeDepthPreview",
     "FreezePanel",
+    "InitExplorer",
     "Panel",
+    "Studio",
     "TargetPanel",
     "Throttle",
     "TrainPanel",
     "TransferPanel",
     "WarmupPanel",
+    "as_is_signal",
     "depth_summary",
     "depth_table_html",
     "parse_layer_map",
     "refresh_figure",
+    "starting_model",
 ]

@@ -12,6 +12,8 @@ from .curves import compare_runs, epoch_end_steps, loss_curve, lr_curves, traini
 from .health import bn_drift_bars, clip_value, drift_bars, grad_heatmap, grad_matrix, signal_plot
 from .layers import freeze_map, freeze_rows, transfer_map
 from .results import sweep_bars
+from .signals import signal_figure
+from .studio import history_until, layer_rows, studio_figure
 
 __all__ = [
     "bn_drift_bars",
@@ -23,9 +25,13 @@ __all__ = [
     "freeze_rows",
     "grad_heatmap",
     "grad_matrix",
+    "history_until",
+    "layer_rows",
     "loss_curve",
     "lr_curves",
+    "signal_figure",
     "signal_plot",
+    "studio_figure",
     "sweep_bars",
     "training_dashboard",
     "transfer_map",

@@ -1,0 +1,46 @@
+"""Signal propagation as an interactive figure: the std of every layer's output, one curve per initialisation.
+
+Example:
+    >>> from workbench.stability import SignalRow
+    >>> rows = [SignalRow("kaiming", True, i, f"layers.{i}", "Conv", 0.0, 1.0 + i) for i in range(3)]
+    >>> fig = signal_figure(rows)
+    >>> [trace.name for trace in fig.data], fig.data[0].y.tolist()
+    (['kaiming'], [1.0, 2.0, 3.0])
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .curves import colour
+
+PRETRAINED = "pretrained"  # the scheme name of the curve measured on pretrained weights
+
+
+def signal_figure(rows: Sequence, *, title: str | None = None) -> go.Figure:
+    """Std of each numbered layer's output (log axis), one line per scheme, the pretrained curve thick and black.
+
+    ``rows`` are :class:`~workbench.stability.SignalRow` of one BatchNorm setting (the panel
+    filters them). A std that collapses towards 0 or grows layer after layer is the problem; 1 is drawn dotted.
+    """
+    schemes = list(dict.fromkeys(r.scheme for r in rows))
+    traces = []
+    for k, scheme in enumerate(schemes):
+        mine = [r for r in rows if r.scheme == scheme]
+        special = scheme == PRETRAINED
+        traces.append(dict(type="scatter", mode="lines+markers", name=scheme,
+                           x=np.array([r.index for r in mine], dtype=float),
+                           y=np.array([max(r.std, 1e-12) for r in mine], dtype=float),
+                           line=dict(color="black" if special else colour(k), width=4 if special else 2),
+                           customdata=[f"{r.type}: mean {r.mean:.3g}, std {r.std:.3g}" for r in mine],
+                           hovertemplate=f"{scheme}<br>layer %{{x}} %{{customdata}}<extra></extra>"))
+    bn = {r.batchnorm for r in rows}
+    setting = "with BatchNorm" if bn == {True} else "without BatchNorm" if bn == {False} else ""
+    layout = dict(title=title or f"Std of each layer's output on one batch {setting}".strip(), height=380,
+                  margin=dict(l=60, r=30, t=50, b=40), xaxis=dict(title="layer index", dtick=1),
+                  yaxis=dict(title="std of the output (std 0 drawn at 1e-12)", type="log", exponentformat="e"),
+                  shapes=[dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=1, y1=1,
+                               line=dict(color="grey", dash="dot"))])
+    return go.Figure(traces, layout)
