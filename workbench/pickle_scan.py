@@ -10,6 +10,7 @@ Example:
 """
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickletools
 import zipfile
@@ -18,6 +19,12 @@ from pathlib import Path
 import torch
 
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def python3_name(module: str, name: str) -> tuple[str, str]:
+    """Python 2 names (``__builtin__.set``) as Python 3's, as :class:`pickle.Unpickler` maps them."""
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def pickle_streams(path: Path, kind: str) -> list[bytes]:
@@ -32,7 +39,7 @@ def pickle_streams(path: Path, kind: str) -> list[bytes]:
 
 
 def pickle_globals(data: bytes) -> list[str]:
-    """Every ``module.name`` that GLOBAL / STACK_GLOBAL opcodes would import, read without executing.
+    """Every ``module.name`` that GLOBAL / STACK_GLOBAL opcodes would import (Python 3 names), read without executing.
 
     A stream may hold several pickles back to back (the legacy torch format does); reading stops
     at the first byte that is not a pickle.
@@ -49,9 +56,9 @@ def pickle_globals(data: bytes) -> list[str]:
                 elif op.name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
                     strings.append(memo[arg])
                 elif op.name in ("GLOBAL", "INST"):
-                    found.append(arg.replace(" ", "."))
+                    found.append(".".join(python3_name(*arg.partition(" ")[::2])))
                 elif op.name == "STACK_GLOBAL":
-                    found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
+                    found.append(".".join(python3_name(*strings[-2:])) if len(strings) >= 2 else "<unknown>")
                 if op.name == "STOP":
                     break
         except Exception:  # raw tensor bytes after the pickles, or a cut-off stream

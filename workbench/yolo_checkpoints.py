@@ -29,9 +29,7 @@ Example:
 """
 from __future__ import annotations
 
-import _compat_pickle
 import codecs
-import functools
 import io
 import pickle
 import sys
@@ -44,6 +42,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import torch
 from torch import nn
+
+from .pickle_scan import python3_name
 
 OWN_PACKAGES = ("ultralytics", "models", "utils")  # Ultralytics; YOLOv5's models.yolo, models.common, utils.*
 MODEL_KEYS = ("ema", "model")  # where the model is kept, in the order Ultralytics and YOLOv5 read them
@@ -96,6 +96,24 @@ ALLOWED = {
 }
 
 
+class _Handle:
+    """A fresh handle on an allowed callable for one read: calling it calls the callable; ``BUILD`` on it is refused.
+
+    The pickle never holds torch's or numpy's own function, so it cannot set attributes on them.
+    """
+
+    __slots__ = ("function",)
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"the pickle tries to change {self.function.__qualname__}: refused")
+
+
 class UnsafeGlobal(pickle.UnpicklingError):
     """The pickle names a global the reader does not allow; ``name`` is it (``"posix.system"``)."""
 
@@ -135,12 +153,6 @@ class _StorageDtype:
     dtype: torch.dtype
 
 
-def _canonical(module: str, name: str) -> tuple[str, str]:
-    """Python 2 names (``__builtin__.set``) as Python 3's, as :class:`pickle.Unpickler` maps them."""
-    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
-
-
 def _torch_attribute(module: str, name: str):
     """A dtype or storage class named ``torch.<name>`` (as :class:`_StorageDtype`), else ``None``."""
     if module != "torch" or not name.isidentifier():
@@ -173,7 +185,7 @@ def kind_of_global(qualified: str) -> str | None:
         ('record', None)
     """
     module, _, name = qualified.rpartition(".")
-    module, name = _canonical(module, name)
+    module, name = python3_name(module, name)
     if f"{module}.{name}" in ALLOWED or _torch_attribute(module, name) is not None:
         return "allowed"
     if module.split(".")[0] in OWN_PACKAGES or _is_torch_nn_module(module, name):
@@ -191,10 +203,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._storages: dict[str, torch.storage.TypedStorage] = {}
 
     def find_class(self, module: str, name: str):
-        module, name = _canonical(module, name)
+        module, name = python3_name(module, name)
         qualified = f"{module}.{name}"
-        if qualified in ALLOWED:  # a fresh wrapper: the pickle's BUILD can never set attributes on the real one
-            return functools.partial(ALLOWED[qualified])
+        if qualified in ALLOWED:
+            return _Handle(ALLOWED[qualified])
         value = _torch_attribute(module, name)
         if value is not None:
             return value
