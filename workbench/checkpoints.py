@@ -290,6 +290,10 @@ def _needs_code_message(path: Path, names, zip_format: bool = True) -> str:
 def read_metadata(path: str | Path) -> dict:
     """The metadata saved with :func:`save_weights` (JSON values decoded), without loading the tensors.
 
+    For an Ultralytics or YOLOv5 ``.pt``: class ``names``, ``nc``, ``task``, ``yaml``, ``train_args``,
+    ``version``, ``date``, ... as :class:`~workbench.yolo_checkpoints.YoloCheckpoint` describes
+    (the file is read whole).
+
     Example:
         >>> read_metadata(pretrained_path())["task"]
         'classify'
