@@ -47,9 +47,10 @@ from .pickle_scan import python3_name
 
 OWN_PACKAGES = ("ultralytics", "models", "utils")  # Ultralytics; YOLOv5's models.yolo, models.common, utils.*
 MODEL_KEYS = ("ema", "model")  # where the model is kept, in the order Ultralytics and YOLOv5 read them
-SKIPPED_KEYS = {"model", "ema", "optimizer", "scaler", "modelopt", "stopper"}  # not metadata
-TASKS = {"DetectionModel": "detect", "Model": "detect", "DetectMultiBackend": "detect",
+SKIPPED_KEYS = {"model", "ema", "optimizer", "modelopt"}  # models and optimiser state: not metadata
+TASKS = {"DetectionModel": "detect", "Model": "detect",  # YOLOv5 names its detector models.yolo.Model
          "ClassificationModel": "classify", "SegmentationModel": "segment", "PoseModel": "pose", "OBBModel": "obb"}
+PLAIN_NUMEL = 64  # metadata shows tensors up to this size as lists (a stride), larger ones by shape
 MAX_DEPTH = 64  # module nesting beyond this is not a model (real YOLO trees are about 6 deep)
 
 
@@ -304,6 +305,8 @@ def plain(value, depth: int = 0):
         return {k if isinstance(k, (str, int)) else str(k): plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [plain(v, depth + 1) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() > PLAIN_NUMEL:
+        return f"<tensor {list(value.shape)} {str(value.dtype).removeprefix('torch.')}>"
     if isinstance(value, (torch.Tensor, np.generic)):
         return value.tolist()
     if isinstance(value, InertRecord):
