@@ -82,19 +82,23 @@ def test_pickle_that_needs_code_is_refused_and_never_executed(tmp_path):
         assert OPEN in info.globals and OPEN in info.needs_code and not info.safe
         with pytest.raises(CheckpointError, match="needs code to load") as err:
             load_weights(path)
-        assert OPEN in str(err.value) and "weights_only=False" in str(err.value)
+        assert OPEN in str(err.value) and "nothing from it ran" in str(err.value)
+        assert "weights_only=False" not in str(err.value)  # no advice to unpickle it anyway
         with pytest.raises(ValueError):
             wb.transfer(path, nn.Linear(2, 1))
         assert not marker.exists()
 
 
-def test_whole_module_checkpoint_like_ultralytics_is_refused(tmp_path, model):
+def test_whole_module_checkpoint_is_read_as_inert_data(tmp_path, model):
     path = tmp_path / "module.pt"
     torch.save({"model": model, "epoch": -1}, path)
     info = inspect_checkpoint(path)
-    assert "torch.nn.modules.container.Sequential" in info.needs_code
-    with pytest.raises(CheckpointError, match="state_dict"):
-        load_weights(path)
+    assert info.safe and "torch.nn.modules.container.Sequential" in info.inert
+    assert info.tensors == len(model.state_dict()) and info.metadata["weights_from"] == "model"
+    loaded = load_weights(path)
+    assert list(loaded) == list(model.state_dict())
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+    assert read_metadata(path)["epoch"] == -1
 
 
 def test_inspect_lists_globals_of_a_plain_state_dict_as_safe(tmp_path, model):

@@ -2,10 +2,11 @@
 
 ``.safetensors`` is preferred: a JSON header and raw tensor bytes, nothing to execute, and a
 string-to-string metadata block that holds the recipe, class names and accuracy. ``.pt`` files
-are read only through ``torch.load(weights_only=True)``. A pickle that needs code to load (an
-Ultralytics ``.pt`` stores whole modules) is refused with the way out, and
-:func:`inspect_checkpoint` lists what such a pickle references by reading its opcodes, never
-by unpickling it. The format is recognised from the file's first bytes, not its name.
+are read through ``torch.load(weights_only=True)``; a whole-model checkpoint (Ultralytics,
+YOLOv5) through :mod:`workbench.yolo_checkpoints`, which reads its model classes as inert data
+and refuses, naming it, any other global a pickle would call. :func:`inspect_checkpoint` lists
+what a pickle references by reading its opcodes. The format is recognised from the file's first
+bytes, not its name.
 
 Example:
     >>> import tempfile, torch
@@ -16,13 +17,11 @@ Example:
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
-import pickletools
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -33,14 +32,19 @@ from torch import nn
 
 from .files import writable_path, write_atomically
 from .models import build_model
+from .pickle_scan import pickle_globals, pickle_streams, weights_only_globals
+from .yolo_checkpoints import UnsafeGlobal, YoloCheckpoint, as_yolo_checkpoint, kind_of_global, unpickle_inert
 
 FORMATS = ("safetensors", "torch-zip", "pickle")
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "ema")  # where checkpoints nest their weights
 PRETRAINED = {"shapes_n": "shapes_n.safetensors",  # shipped in workbench/weights/
               "shapes_detect_n": "shapes_detect_n.safetensors"}
+SUMMARY_KEYS = ("names", "nc", "task", "model_class", "weights_from", "stored_dtype", "version", "date", "epoch")
+# what a pickle built from allowed pieces, but wrongly (truncated, corrupt, crafted), raises
+_BAD_PICKLE = (pickle.UnpicklingError, ValueError, TypeError, AttributeError, EOFError, zipfile.BadZipFile, KeyError,
+               RuntimeError)
 _ZIP_MAGIC, _PICKLE_PROTO = b"PK\x03\x04", 0x80
 _ORDER_KEY = "__state_dict_order__"  # safetensors sorts its entries; the state_dict order is kept here
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 
 
 class CheckpointError(ValueError):
@@ -52,14 +56,15 @@ class CheckpointInfo:
     """What a checkpoint holds, read without executing it.
 
     ``globals`` are the ``module.name`` references a pickle makes (empty for safetensors);
-    ``needs_code`` are those outside ``torch.load(weights_only=True)``'s allow-list: loading them
-    would import and run code named by the file.
+    ``inert`` are the model classes read as inert data (Ultralytics, YOLOv5, ``torch.nn``);
+    ``needs_code`` are those no reader allows: loading them would run code named by the file.
     """
 
     path: str
     format: str
     globals: tuple[str, ...] = ()
     needs_code: tuple[str, ...] = ()
+    inert: tuple[str, ...] = ()
     tensors: int | None = None
     metadata: dict = field(default_factory=dict)
 
@@ -71,8 +76,9 @@ class CheckpointInfo:
         lines = [f"{self.path}: {self.format}, " + ("safe to load" if self.safe else "needs code to load")]
         if self.tensors is not None:
             lines.append(f"  tensors: {self.tensors}")
-        lines += [f"  references {g}" + ("   <- not allowed by weights_only" if g in self.needs_code else "")
-                  for g in self.globals]
+        notes = {**dict.fromkeys(self.inert, "   <- read as inert data"),
+                 **dict.fromkeys(self.needs_code, "   <- refused: calling it could run code")}
+        lines += [f"  references {g}{notes.get(g, '')}" for g in self.globals]
         lines += [f"  metadata {k}: {v}" for k, v in self.metadata.items()]
         return "\n".join(lines)
 
@@ -193,7 +199,9 @@ def _decode(metadata: dict | None) -> dict:
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
-    """The state_dict inside a loaded ``.pt`` object (plain, or nested under a usual key)."""
+    """The state_dict inside a loaded ``.pt`` object (plain, nested under a usual key, or a whole model)."""
+    if isinstance(obj, YoloCheckpoint):
+        return obj.state_dict
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj)
     if isinstance(obj, dict):
@@ -206,11 +214,14 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state_dict from ``.safetensors`` or a ``.pt`` that needs no code (``weights_only=True``).
+    """Load a state_dict from ``.safetensors``, a ``.pt`` state_dict, or an Ultralytics/YOLOv5 ``.pt``.
+
+    A whole-model ``.pt`` gives its model's state_dict under the file's own names
+    (``model.0.conv.weight``), the ``ema`` model first as Ultralytics loads it, half cast to float32.
 
     Raises:
         CheckpointError: (a ``ValueError``) the file is truncated or corrupt, holds no state_dict,
-            or is a pickle that would run code to load (the message says how to extract its weights).
+            or is a pickle that would call code to load (the message names it; nothing ran).
 
     Example:
         >>> import tempfile
@@ -232,39 +243,56 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _torch_load(path: Path):
-    """``torch.load(weights_only=True)``; a refusal is told in our words, never as torch's advice to unpickle."""
+    """``torch.load(weights_only=True)``, else the inert reader; a refusal in our words, never torch's advice."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        return _read_inert(path)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(_corrupt_message(path, err)) from None
+
+
+def _corrupt_message(path: Path, err: Exception) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    detail = type(err).__name__ + ("" if "weights_only" in first or not first else f": {first}")
+    return f"{path} is a truncated or corrupt torch checkpoint ({detail}); download or save it again"
+
+
+def _read_inert(path: Path):
+    """A pickle that ``weights_only`` refuses: a whole model read as inert data, or a refusal naming the global."""
+    if _sniff(path) != "torch-zip":
         info = inspect_checkpoint(path)
         if info.needs_code:
-            raise CheckpointError(_needs_code_message(path, info)) from None
+            raise CheckpointError(_needs_code_message(path, info.needs_code, zip_format=False))
         raise CheckpointError(f"{path} is a pickle that the safe loader cannot read (it uses opcodes or objects a "
                               "plain state_dict does not need); save its weights again with workbench.save_weights "
-                              "where it was made") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        detail = type(err).__name__ + ("" if "weights_only" in first or not first else f": {first}")
-        raise CheckpointError(f"{path} is a truncated or corrupt torch checkpoint ({detail}); "
-                              "download or save it again") from None
+                              "where it was made")
+    try:
+        obj = unpickle_inert(path)
+        return as_yolo_checkpoint(obj) or obj
+    except UnsafeGlobal as err:
+        raise CheckpointError(_needs_code_message(path, (err.name,))) from None
+    except _BAD_PICKLE as err:
+        raise CheckpointError(_corrupt_message(path, err)) from None
 
 
-def _needs_code_message(path: Path, info: CheckpointInfo) -> str:
-    shown = ", ".join(info.needs_code[:6]) + (", ..." if len(info.needs_code) > 6 else "")
-    return (
-        f"{path} is a pickled checkpoint that needs code to load: it references {shown}. Unpickling it would "
-        "import those names and run whatever the file asks (a pickle can call any function), so the workbench "
-        "refuses. If you trust the file, extract its weights once, in a separate step, with the package that "
-        "wrote it installed (for Ultralytics: pip install ultralytics):\n"
-        "    ckpt = torch.load(path, map_location='cpu', weights_only=False)  # runs code: trusted files only\n"
-        "    model = (ckpt.get('ema') or ckpt['model']) if isinstance(ckpt, dict) else ckpt\n"
-        "    workbench.save_weights(model.float().state_dict(), 'weights.safetensors')\n"
-        "then load 'weights.safetensors'. workbench.inspect_checkpoint(path) lists what the file references."
-    )
+def _needs_code_message(path: Path, names, zip_format: bool = True) -> str:
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    why = (", which is neither a tensor, a container nor a model class read as inert data; unpickling would call it"
+           if zip_format else "; unpickling this older pickle format would import and call them (whole-model "
+           "checkpoints are read as inert data only in torch's zip format, torch.save's default since torch 1.6)")
+    return (f"{path} needs code to load: it references {shown}{why}. The workbench refused the file; nothing from "
+            "it ran. A checkpoint needs no such call: if the file is yours, save its weights again with "
+            "workbench.save_weights(model, 'weights.safetensors') where it was made. "
+            "workbench.inspect_checkpoint(path) lists everything the file references.")
 
 
 def read_metadata(path: str | Path) -> dict:
     """The metadata saved with :func:`save_weights` (JSON values decoded), without loading the tensors.
+
+    For an Ultralytics or YOLOv5 ``.pt``: class ``names``, ``nc``, ``task``, ``yaml``, ``train_args``,
+    ``version``, ``date``, ... as :class:`~workbench.yolo_checkpoints.YoloCheckpoint` describes
+    (the file is read whole).
 
     Example:
         >>> read_metadata(pretrained_path())["task"]
@@ -278,67 +306,18 @@ def read_metadata(path: str | Path) -> dict:
         except Exception as err:
             raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err})") from err
     obj = _torch_load(path)
+    if isinstance(obj, YoloCheckpoint):
+        return obj.metadata
     return _decode(obj.get("metadata")) if isinstance(obj, dict) else {}
-
-
-def _pickle_streams(path: Path, kind: str) -> list[bytes]:
-    """The pickle byte streams inside a file: ``*/data.pkl`` of a torch zip, or the file itself."""
-    if kind == "torch-zip":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if n.endswith(".pkl")]
-                return [archive.read(n) for n in names]
-        except (zipfile.BadZipFile, EOFError, OSError) as err:
-            raise CheckpointError(f"{path} is a truncated or corrupt torch zip checkpoint ({err})") from err
-    return [path.read_bytes()]
-
-
-def _pickle_globals(data: bytes) -> list[str]:
-    """Every ``module.name`` that GLOBAL / STACK_GLOBAL opcodes would import, read without executing.
-
-    A stream may hold several pickles back to back (the legacy torch format does); reading stops
-    at the first byte that is not a pickle.
-    """
-    found, stream = [], io.BytesIO(data)
-    while stream.tell() < len(data):
-        strings, memo = [], {}
-        try:
-            for op, arg, _ in pickletools.genops(stream):
-                if op.name in _STRING_OPS:
-                    strings.append(arg if isinstance(arg, str) else str(arg))
-                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE") and strings:
-                    memo[len(memo) if op.name == "MEMOIZE" else arg] = strings[-1]
-                elif op.name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
-                    strings.append(memo[arg])
-                elif op.name in ("GLOBAL", "INST"):
-                    found.append(arg.replace(" ", "."))
-                elif op.name == "STACK_GLOBAL":
-                    found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
-                if op.name == "STOP":
-                    break
-        except Exception:  # raw tensor bytes after the pickles, or a cut-off stream
-            break
-    return list(dict.fromkeys(found))
-
-
-def _allowed_globals() -> set[str]:
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        allowed = set(_get_allowed_globals())
-    except ImportError:  # older torch: the names a plain state_dict needs
-        allowed = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter"}
-    for obj in torch.serialization.get_safe_globals():
-        if not isinstance(obj, tuple):
-            allowed.add(f"{obj.__module__}.{obj.__qualname__}")
-    return allowed
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     """What a checkpoint references and holds, found without executing anything in it.
 
     For a pickle (``.pt``), the opcodes are read with :mod:`pickletools`; every global it would
-    import is listed, and those that ``torch.load(weights_only=True)`` does not allow are flagged.
+    import is listed, and those that no reader allows are flagged. A whole-model checkpoint
+    (Ultralytics, YOLOv5) is then read as inert data for its tensor count and a summary
+    (``names``, ``nc``, ``task``, ``version``, ...); the full metadata is :func:`read_metadata`'s.
 
     Example:
         >>> import tempfile
@@ -354,9 +333,32 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
                 return CheckpointInfo(str(path), kind, tensors=len(list(f.keys())), metadata=_decode(f.metadata()))
         except Exception as err:
             raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err})") from err
-    names = list(dict.fromkeys(g for data in _pickle_streams(path, kind) for g in _pickle_globals(data)))
-    allowed = _allowed_globals()
-    return CheckpointInfo(str(path), kind, tuple(names), tuple(g for g in names if g not in allowed))
+    try:
+        names = tuple(dict.fromkeys(g for data in pickle_streams(path, kind) for g in pickle_globals(data)))
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise CheckpointError(f"{path} is a truncated or corrupt torch zip checkpoint ({err})") from err
+    inert = tuple(g for g in names if kind == "torch-zip" and kind_of_global(g) == "record")
+    if not inert:  # torch.load(weights_only=True) reads it, or nothing does
+        allowed = weights_only_globals()
+        return CheckpointInfo(str(path), kind, names, tuple(g for g in names if g not in allowed))
+    return _inspect_inert(CheckpointInfo(str(path), kind, names, tuple(g for g in names if not kind_of_global(g)),
+                                         inert))
+
+
+def _inspect_inert(info: CheckpointInfo) -> CheckpointInfo:
+    """A whole-model checkpoint's tensor count and summary, read as inert data, unless a global is refused."""
+    if info.needs_code:
+        return info
+    try:
+        ckpt = as_yolo_checkpoint(unpickle_inert(info.path))
+    except UnsafeGlobal as err:  # hidden from the opcode scan, found by the reader before anything ran
+        return replace(info, needs_code=(*info.needs_code, err.name))
+    except _BAD_PICKLE as err:
+        raise CheckpointError(_corrupt_message(Path(info.path), err)) from None
+    if ckpt is None:
+        return info
+    summary = {k: ckpt.metadata[k] for k in SUMMARY_KEYS if ckpt.metadata.get(k) is not None}
+    return replace(info, tensors=len(ckpt.state_dict), metadata=summary)
 
 
 def pretrained_path(name: str = "shapes_n") -> Path:
