@@ -7,6 +7,10 @@ A source (a model, a state_dict, a checkpoint dict or path) is read as ``{name: 
 matches them, for architectures whose indices shifted; :func:`suggest_layer_map` proposes one
 by aligning the two sequences of per-layer entry names and shapes.
 
+Before any of that, :func:`align_layout` lines up the two naming layouts of numbered layers:
+Ultralytics and YOLOv5 name layer ``i`` ``model.{i}``, this workbench ``layers.{i}``. A source
+in one layout and a target in the other are matched index for index, and the ledger says so.
+
 Example:
     >>> from workbench import build_model
     >>> layer_prefixes(build_model(nc=3))[9]
@@ -66,6 +70,50 @@ def layer_prefixes(source, like: nn.Module | None = None) -> dict[int, str]:
     if heads and all(h in known for h in heads):
         return {known[h]: h for h in heads}
     return dict(enumerate(heads))
+
+
+def _container(prefixes: dict[int, str]) -> str | None:
+    """``"model"`` or ``"layers"`` when every layer is ``{that}.{i}`` with its own index ``i``, else ``None``."""
+    heads = {p.split(".", 1)[0] for p in prefixes.values()}
+    if len(heads) == 1 and heads <= {"model", "layers"} and all(p == f"{next(iter(heads))}.{i}"
+                                                                 for i, p in prefixes.items()):
+        return next(iter(heads))
+    return None
+
+
+def _layout_name(container: str, keys) -> str:
+    """The family a ``model.{i}``/``layers.{i}`` state_dict comes from: YOLOv5 keeps anchors in its Detect."""
+    if container == "layers":
+        return "workbench"
+    return "YOLOv5" if any(k.endswith((".anchors", ".anchor_grid")) for k in keys) else "Ultralytics"
+
+
+def align_layout(src: dict, src_prefixes: dict[int, str], dst_prefixes: dict[int, str]):
+    """The source renamed into the target's layout of numbered layers, its new prefixes, and a note.
+
+    When every source entry sits under ``model.{i}`` (Ultralytics, YOLOv5) and the target's
+    layers are ``layers.{i}`` (this workbench), or the other way round, source layer ``i`` is
+    renamed to target layer ``i``; the note says so. Any other pair is returned unchanged with
+    an empty note. ``src`` is ``{key: (source name, tensor)}``; the source names are kept.
+
+    Example:
+        >>> src = {"model.0.conv.weight": ("model.0.conv.weight", torch.zeros(1))}
+        >>> renamed, prefixes, note = align_layout(src, {0: "model.0"}, {0: "layers.0"})
+        >>> list(renamed), prefixes, note
+        (['layers.0.conv.weight'], {0: 'layers.0'}, 'source layout: Ultralytics (model.{i} → layers.{i})')
+    """
+    have, want = _container(src_prefixes), _container(dst_prefixes)
+    if have is None or want is None or have == want or not all(k.startswith(have + ".") for k in src):
+        return src, src_prefixes, ""
+    index = layer_indexer(src_prefixes)
+    renamed = {}
+    for key, entry in src.items():
+        i = index(key)
+        if i is None or not key.startswith(src_prefixes[i] + "."):
+            return src, src_prefixes, ""
+        renamed[f"{want}.{i}{key[len(src_prefixes[i]):]}"] = entry
+    note = f"source layout: {_layout_name(have, src)} ({have}.{{i}} → {want}.{{i}})"
+    return renamed, {i: f"{want}.{i}" for i in src_prefixes}, note
 
 
 def layer_indexer(prefixes: dict[int, str]):

@@ -10,8 +10,12 @@ Beyond that rule, and reported with their own statuses:
 
 * ``class_names=(source_names, target_names)``: the final class layer's rows (weight and bias)
   are copied by class name, case- and space-insensitive (``partial``);
+* a source in Ultralytics' or YOLOv5's layout (layer ``i`` is ``model.{i}``) into a workbench
+  model (``layers.{i}``), or the other way round, is matched layer ``i`` to layer ``i`` without
+  being asked; the ledger notes it (``source layout: Ultralytics (model.{i} → layers.{i})``);
 * ``layer_map={src_index: dst_index}``: source layers are renamed to other layer indices before
   matching, for architectures whose indices shifted (:func:`suggest_layer_map` proposes one);
+  its pairs override the index-for-index default of a recognised layout;
 * the first conv is adapted to another input-channel count (``adapted``): summed over the
   source channels for 1 channel, otherwise repeated and scaled by ``c_source / c_target``.
   (Ultralytics 8.3 copies the overlapping channels of ``model.0.conv.weight`` instead and adds
@@ -38,6 +42,7 @@ import torch
 from torch import nn
 
 from .layer_map import (
+    align_layout,
     check_layer_map,
     check_target_model,
     layer_indexer,
@@ -174,7 +179,8 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
         class_names: ``(source_names, target_names)``: copy the final class layer's rows for
             the names both share (case- and space-insensitive), reported as ``partial``.
         layer_map: ``{source_layer_index: target_layer_index}`` (see :func:`suggest_layer_map`);
-            unmapped layers keep their index.
+            unmapped layers keep their index. An Ultralytics/YOLOv5 source (``model.{i}``) and a
+            workbench target (``layers.{i}``), or the reverse, are lined up by index first.
 
     Example:
         >>> from workbench import build_model
@@ -189,9 +195,10 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
     src_prefixes = layer_prefixes(source if isinstance(source, nn.Module) else src, like=model)
     layers = numbered_layers(model)
     dst_prefixes = {layer.index: layer.name for layer in layers}
+    src, aligned_prefixes, layout = align_layout(src, src_prefixes, dst_prefixes)
     displaced = {}
     if layer_map:
-        src, displaced = remap_layers(src, layer_map, src_prefixes, dst_prefixes)
+        src, displaced = remap_layers(src, layer_map, aligned_prefixes, dst_prefixes)
     plan = _class_plan(model, src, class_names) if class_names is not None else {}
     rows, load, consumed = _match(model, src, plan, build=not dry_run)
     if load:
@@ -206,7 +213,7 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
                             note=note))
             consumed.add(name)
     report = TransferReport(tuple(rows), tuple(ReportLayer(x.index, x.name, x.stage, x.type) for x in layers), dry_run,
-                            dict(layer_map or {}))
+                            dict(layer_map or {}), layout)
     if not dry_run and report.n_items and not report.n_transferred:
         warnings.warn(_nothing_transferred(report, src), UserWarning, stacklevel=2)
     return report
@@ -217,10 +224,10 @@ def _nothing_transferred(report: TransferReport, src: dict) -> str:
     if not src:
         return f"{report.headline}: the source holds no tensors; check that it is the checkpoint you meant"
     return (f"{report.headline}: no source entry matched a target entry by name and shape (e.g. target {target!r}, "
-            f"source {next(iter(src))!r}). Likely causes: the source uses another layout (Ultralytics names layer i "
-            f"'model.{{i}}', this workbench 'layers.{{i}}'; a foreign model has its own names), or another "
-            f"architecture (scale, task, channels). Pass layer_map=suggest_layer_map(source, model) to match "
-            f"layers by position and shape, and read report.where('unused') to see what the source holds")
+            f"source {next(iter(src.values()))[0]!r}). Likely causes: the source uses another layout (a foreign "
+            f"model names its layers its own way; Ultralytics' 'model.{{i}}' and this workbench's 'layers.{{i}}' "
+            f"are lined up by themselves), or another architecture (scale, task, channels). Pass "
+            f"layer_map=suggest_layer_map(source, model) to match layers by position and shape, and read report.where('unused') to see what the source holds")
 
 
 def _match(model: nn.Module, src: dict, plan: dict, build: bool):

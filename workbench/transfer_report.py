@@ -88,6 +88,7 @@ class TransferReport:
     layers: tuple[ReportLayer, ...] = ()
     dry_run: bool = False
     layer_map: dict = field(default_factory=dict)
+    layout: str = ""  # how the source's layer names were lined up with the target's ("" when they already were)
 
     def where(self, status: str) -> list[Row]:
         """The rows with one status (one of ``STATUSES``)."""
@@ -141,6 +142,8 @@ class TransferReport:
         n_nbt = sum(r.name.endswith("num_batches_tracked") for r in target)
         params = sum(r.numel for r in target if r.parameter)
         lines = [self.headline + ("  (dry run: nothing loaded)" if self.dry_run else "")]
+        if self.layout:
+            lines.append(f"  {self.layout}")
         if c["adapted"]:
             lines.append(f"  plus {c['adapted']} adapted to other input channels (not counted above)")
         if c["partial"]:
@@ -180,7 +183,8 @@ class TransferReport:
         return "\n\n".join(parts)
 
     def __repr__(self) -> str:
-        return f"TransferReport({self.headline!r}, coverage={100 * self.coverage:.1f}%)"
+        layout = f", {self.layout!r}" if self.layout else ""
+        return f"TransferReport({self.headline!r}, coverage={100 * self.coverage:.1f}%{layout})"
 
     def _repr_html_(self) -> str:
         summary = "<br>".join(escape(line) for line in self._summary_lines())
