@@ -75,6 +75,34 @@ def test_layer_table_on_a_foreign_model(tiny_resnet):
     assert table.params == sum(p.numel() for p in tiny_resnet.parameters())
 
 
+class YamlBuilt(nn.Module):
+    """A model laid out as Ultralytics builds one: ``model`` (a Sequential) and the ``yaml`` dict it came from."""
+
+    def __init__(self, n_backbone: int, n_head: int, yaml: dict | None = None):
+        super().__init__()
+        self.model = nn.Sequential(*[nn.Conv2d(4, 4, 1) for _ in range(n_backbone + n_head)])
+        self.yaml = yaml if yaml is not None else {
+            "nc": 3, "backbone": [[-1, 1, "Conv", [4]]] * n_backbone, "head": [[-1, 1, "C2f", [4]]] * n_head}
+
+
+def test_stages_of_a_yaml_built_model_come_from_its_backbone_and_head_lists():
+    """Backbone from the ``backbone`` list; the ``head`` list is neck, but its last layer is the head."""
+    stages = [layer.stage for layer in numbered_layers(YamlBuilt(7, 5))]
+    assert stages == ["backbone"] * 7 + ["neck"] * 4 + ["head"]
+    table = layer_table(YamlBuilt(3, 1))
+    assert [r.stage for r in table] == ["backbone"] * 3 + ["head"] and [r.name for r in table][0] == "model.0"
+
+
+@pytest.mark.parametrize("yaml", [None, {"backbone": [[-1, 1, "Conv", [4]]] * 2}, {"backbone": [], "head": []},
+                                  {"backbone": [[-1, 1, "Conv", [4]]] * 5, "head": [[-1, 1, "Detect", [3]]]}])
+def test_a_yaml_that_does_not_describe_the_layers_leaves_the_default(yaml):
+    """No yaml, no head list, or lists whose length is not the number of layers: last layer head, the rest backbone."""
+    model = YamlBuilt(3, 1, yaml)
+    if yaml is None:
+        del model.yaml
+    assert [layer.stage for layer in numbered_layers(model)] == ["backbone"] * 3 + ["head"]
+
+
 def _conv_weights(model):
     return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import workbench as wb
 from workbench.models import YOLO, Spec
-from workbench.transfer import STATUSES, adapt_input_conv, class_layer_keys
+from workbench.transfer import STATUSES, adapt_input_conv, class_layer_keys, source_state
 
 
 # ------------------------------------------------------------------------------------------ reference and models
@@ -366,3 +366,83 @@ def test_k_channels_repeat_and_scale_and_work_on_foreign_models():
     x = torch.rand(1, 3, 8, 8)
     torch.testing.assert_close(nn.functional.conv2d(x.repeat(1, 2, 1, 1), six),
                                nn.functional.conv2d(x, w), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- layouts lined up by themselves
+def in_ultralytics_layout(state: dict, shift_from: int | None = None) -> dict:
+    """A workbench state_dict under Ultralytics' names (``layers.{i}`` -> ``model.{i}``), layers >= ``shift_from`` moved up one."""
+    renamed = {}
+    for key, tensor in state.items():
+        _, i, rest = key.split(".", 2)
+        i = int(i) + (shift_from is not None and int(i) >= shift_from)
+        renamed[f"model.{i}.{rest}"] = tensor
+    return renamed
+
+
+class UltralyticsStyle(nn.Module):
+    """A target laid out as Ultralytics' models are: layer ``i`` is ``model.{i}``."""
+
+    def __init__(self, model: YOLO):
+        super().__init__()
+        self.model = model.layers
+
+
+def test_an_ultralytics_layout_lines_up_with_the_workbench_by_itself():
+    """yolov8n-cls and build_model("n", task="classify") have the same shapes: 158/158 without a layer_map."""
+    torch.manual_seed(0)
+    source = in_ultralytics_layout(wb.build_model("n", task="classify", nc=3).state_dict())
+    model = wb.build_model("n", task="classify", nc=3)
+    report = wb.transfer(source, model)
+    assert report.headline == "Transferred 158/158 items from pretrained weights" and not report.where("unused")
+    note = "source layout: Ultralytics (model.{i} → layers.{i})"
+    assert report.layout == note and str(report).splitlines()[1] == "  " + note
+    assert note in report._repr_html_() and note in repr(report)
+    state = model.state_dict()
+    assert all(torch.equal(state["layers." + k[len("model."):]], v) for k, v in source.items())
+    assert {r.source_name for r in report.rows} == set(source)  # the ledger keeps the source's own names
+
+
+def test_a_workbench_source_lines_up_with_an_ultralytics_layout_target():
+    torch.manual_seed(0)
+    source, target = wb.build_model("n", task="classify", nc=3), UltralyticsStyle(wb.build_model("n", "classify", nc=3))
+    report = wb.transfer(source, target)
+    assert report.headline == "Transferred 158/158 items from pretrained weights"
+    assert report.layout == "source layout: workbench (layers.{i} → model.{i})"
+    assert all(torch.equal(target.state_dict()["model." + k[len("layers."):]], v)
+               for k, v in source.state_dict().items())
+
+
+def test_a_yolov5_source_is_named_by_its_anchors():
+    source = in_ultralytics_layout(wb.build_model("n", task="detect", nc=3).state_dict())
+    source["model.22.anchors"] = torch.ones(3, 3, 2)
+    report = wb.transfer(source, wb.build_model("n", task="detect", nc=3), dry_run=True)
+    assert report.layout == "source layout: YOLOv5 (model.{i} → layers.{i})"
+    assert report.n_transferred == report.n_items and [r.name for r in report.where("unused")] == ["model.22.anchors"]
+
+
+def test_an_explicit_layer_map_wins_over_the_layout_default():
+    """A source with one extra layer at index 5: by index only layers 0..4 line up; the layer map moves the rest."""
+    torch.manual_seed(0)
+    model = wb.build_model("n", task="classify", nc=3)
+    source = in_ultralytics_layout(wb.build_model("n", task="classify", nc=3).state_dict(), shift_from=5)
+    source.update({"model.5.extra.weight": torch.ones(2)})
+    by_index = wb.transfer(source, model, dry_run=True)
+    assert by_index.layout and {r.layer for r in by_index.where("transferred")} == set(range(5))
+    layer_map = {i + 1: i for i in range(5, 10)}
+    assert wb.suggest_layer_map(source, model) == {**{i: i for i in range(5)}, **layer_map}
+    report = wb.transfer(source, model, layer_map=layer_map)
+    assert report.headline == "Transferred 158/158 items from pretrained weights" and report.layer_map == layer_map
+    assert [r.name for r in report.where("unused")] == ["model.5.extra.weight"]
+    assert torch.equal(model.state_dict()["layers.9.linear.weight"], source["model.10.linear.weight"])
+
+
+@pytest.mark.parametrize("source", [
+    {"model.fc.weight": torch.zeros(3, 4)},  # model.* but not numbered layers
+    {"model.0.conv.weight": torch.zeros(16, 3, 3, 3), "extra.weight": torch.zeros(3)},  # not all under model.{i}
+    "tiny_resnet"])
+def test_a_layout_that_is_neither_is_left_as_it_is(source, request):
+    source = request.getfixturevalue(source) if isinstance(source, str) else source
+    with pytest.warns(UserWarning, match="no source entry matched"):
+        report = wb.transfer(source, wb.build_model("n", task="classify", nc=3))
+    assert report.layout == "" and report.n_transferred == 0 and "source layout" not in str(report)
+    assert {r.name for r in report.where("unused")} == set(source_state(source))
