@@ -16,7 +16,7 @@ from workbench.transfer import STATUSES, adapt_input_conv, class_layer_keys, sou
 def ultralytics_count(source: nn.Module, model: nn.Module) -> str:
     """Ultralytics' BaseModel.load: intersect_dicts, load_state_dict(strict=False), then its log line.
 
-    (Ultralytics 8.3 also copies the overlapping channels of a first conv whose shape changed and
+    (Ultralytics from 8.3.132 also copies the overlapping channels of a first conv whose shape changed and
     adds one; the ledger reports that conv apart, as ``adapted`` or ``shape_mismatch``.)
     """
     csd = source.state_dict()

@@ -161,13 +161,19 @@ class YoloSchedule(Schedule):
     the last warmup value holds until that epoch ends.
 
     Profiles:
-        ``"yolov5"``: ``nw = max(round(warmup_epochs * nb), 100)`` (also Ultralytics up to 8.3),
+        ``"yolov5"``: YOLOv5's ``train.py``. ``nw = max(round(warmup_epochs * nb), 100)``,
         warming while ``ni <= nw``. The scheduler steps at the end of each epoch after its
         ``last_epoch`` was reset to -1, so after warmup epoch ``e`` runs at ``lr0 * lf(e - 1)``.
         A run too short to leave warmup: ValueError.
-        ``"ultralytics"``: ``nw = round(min(warmup_epochs, max(epochs - 1, 0)) * nb)``, no floor,
-        warming while ``ni < nw``; the scheduler steps at the start of each epoch, so epoch ``e``
-        runs at ``lr0 * lf(e)``; momentum keeps its last warmup value, one step short of ``momentum``.
+        ``"ultralytics"``: Ultralytics 8.4.103 to 8.4.182. ``nw = round(min(warmup_epochs,
+        max(epochs - 1, 0)) * nb)``, no floor, warming while ``ni < nw``; the scheduler steps at
+        the start of each epoch, so epoch ``e`` runs at ``lr0 * lf(e)``; momentum keeps its last
+        warmup value, one step short of ``momentum``.
+
+    Neither is Ultralytics 8.3.0 to 8.4.102, which warms up as ``"yolov5"`` (the floor of 100,
+    ``ni <= nw``) but runs epoch ``e`` at ``lr0 * lf(e)`` as ``"ultralytics"``, nor 8.4.183 and
+    later, which warms up for the ``"ultralytics"`` ``nw`` while ``ni <= nw``, so momentum
+    reaches ``momentum``. ``notebooks/CHEATSHEET.md`` lists the versions.
 
     Beyond the references, Adam's beta1 follows the momentum curve (they warm SGD's only). With
     AdamW, Ultralytics' ``optimizer="auto"`` also sets ``warmup_bias_lr=0``: pass it likewise.

@@ -18,9 +18,9 @@ Beyond that rule, and reported with their own statuses:
   its pairs override the index-for-index default of a recognised layout;
 * the first conv is adapted to another input-channel count (``adapted``): summed over the
   source channels for 1 channel, otherwise repeated and scaled by ``c_source / c_target``.
-  (Ultralytics 8.3 copies the overlapping channels of ``model.0.conv.weight`` instead and adds
-  one to its count; the headline here keeps the name-and-shape count and reports the adapted
-  conv on the next line.)
+  (Ultralytics from 8.3.132 copies the overlapping channels of ``model.0.conv.weight`` instead,
+  from 8.4.175 sums them for 1 channel, and adds one to its count; the headline here keeps the
+  name-and-shape count and reports the adapted conv on the next line.)
 
 The ledger's types and their rendering live in :mod:`workbench.transfer_report`; reading a
 source, layer indices and layer maps in :mod:`workbench.layer_map`. Both are re-exported here.
