@@ -27,6 +27,13 @@ def _ok_numpy_layer_map(e):
     assert report.layer_map == {9: 9} and report.n_transferred == 156
 
 
+def _ok_ultralytics_layout(e):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "0/158" warning: the layout is recognised
+        report = transfer(e["ultra"], e["model"])
+    assert report.n_transferred == 156 and report.layout == "source layout: Ultralytics (model.{i} → layers.{i})"
+
+
 TRANSFER = [
     case("error", "transfer", "source-int", lambda e: transfer(5, e["model"]), ValueError, "source"),
     case("error", "transfer", "source-list", lambda e: transfer([1, 2], e["model"]), ValueError, "source"),
@@ -66,8 +73,7 @@ TRANSFER = [
     case("error", "transfer", "class_names-target-count",
          lambda e: transfer(e["source"], e["model"], class_names=(list("abcdefghij"), list("ab"))), ValueError,
          "target_names"),
-    case("warn", "transfer", "ultralytics-layout-0-of-N", lambda e: transfer(e["ultra"], e["model"]), UserWarning,
-         ("0/158", "model.{i}", "layers.{i}", "layer_map=suggest_layer_map")),
+    case("ok", "transfer", "ultralytics-layout-lined-up", _ok_ultralytics_layout),
     case("warn", "transfer", "foreign-model-0-of-N", lambda e: transfer(e["resnet"], e["model"]), UserWarning,
          ("0/158", "suggest_layer_map")),
     case("warn", "transfer", "empty-source-0-of-N", lambda e: transfer({}, e["model"]), UserWarning,
@@ -195,13 +201,14 @@ def test_bad_input(env, call, kind, expected, names):
     run_case(env, call, kind, expected, names)
 
 
-def test_the_warning_s_advice_recovers_the_ultralytics_layout(env):
-    with pytest.warns(UserWarning, match="suggest_layer_map"):
-        transfer(env["ultra"], copy.deepcopy(env["model"]))
+def test_the_ultralytics_layout_gives_what_the_suggested_layer_map_gives(env):
+    by_layout = copy.deepcopy(env["model"])
+    assert transfer(env["ultra"], by_layout).n_transferred == 156
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         report = transfer(env["ultra"], env["model"], layer_map=suggest_layer_map(env["ultra"], env["model"]))
     assert report.n_transferred == 156 and report.headline.endswith("156/158 items from pretrained weights")
+    assert all(torch.equal(v, env["model"].state_dict()[k]) for k, v in by_layout.state_dict().items())
 
 
 def test_a_failed_save_leaves_no_temporary_file_and_a_good_save_keeps_the_mode(env):

@@ -77,7 +77,7 @@ def yolov5_reference(param_groups_, nb, epochs, cos, hyp):
 
 
 def ultralytics_reference(param_groups_, nb, epochs, cos, hyp):
-    """Ultralytics' BaseTrainer LR and momentum logic (_setup_scheduler, _get_warmup_iterations, _do_train)."""
+    """Ultralytics 8.4.103-8.4.182 BaseTrainer LR and momentum (_setup_scheduler, _get_warmup_iterations, _do_train)."""
     optimizer = torch.optim.SGD(param_groups_, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
     E, lrf = epochs, hyp["lrf"]
     lf = (lambda x: max((1 - math.cos(x * math.pi / E)) / 2, 0) * (lrf - 1) + 1) if cos else \

@@ -370,7 +370,10 @@ def test_k_channels_repeat_and_scale_and_work_on_foreign_models():
 
 # ------------------------------------------------------------------------------------- layouts lined up by themselves
 def in_ultralytics_layout(state: dict, shift_from: int | None = None) -> dict:
-    """A workbench state_dict under Ultralytics' names (``layers.{i}`` -> ``model.{i}``), layers >= ``shift_from`` moved up one."""
+    """A workbench state_dict under Ultralytics' names (``layers.{i}`` -> ``model.{i}``).
+
+    Layers from ``shift_from`` on move up one index, as if the source had one more layer there.
+    """
     renamed = {}
     for key, tensor in state.items():
         _, i, rest = key.split(".", 2)

@@ -49,7 +49,8 @@ def _yaml_stages(model: nn.Module, n: int) -> list[str] | None:
 
     Example:
         >>> class Built(nn.Module):
-        ...     yaml = {"backbone": [[-1, 1, "Conv", [16]]] * 2, "head": [[-1, 1, "C2f", [16]], [-1, 1, "Classify", [3]]]}
+        ...     yaml = {"backbone": [[-1, 1, "Conv", [16]]] * 2,
+        ...             "head": [[-1, 1, "C2f", [16]], [-1, 1, "Classify", [3]]]}
         >>> _yaml_stages(Built(), 4)
         ['backbone', 'backbone', 'neck', 'head']
     """

@@ -227,7 +227,8 @@ def _nothing_transferred(report: TransferReport, src: dict) -> str:
             f"source {next(iter(src.values()))[0]!r}). Likely causes: the source uses another layout (a foreign "
             f"model names its layers its own way; Ultralytics' 'model.{{i}}' and this workbench's 'layers.{{i}}' "
             f"are lined up by themselves), or another architecture (scale, task, channels). Pass "
-            f"layer_map=suggest_layer_map(source, model) to match layers by position and shape, and read report.where('unused') to see what the source holds")
+            f"layer_map=suggest_layer_map(source, model) to match layers by position and shape, and read "
+            f"report.where('unused') to see what the source holds")
 
 
 def _match(model: nn.Module, src: dict, plan: dict, build: bool):
