@@ -120,7 +120,7 @@ class FreezeComparison:
         return {run.name: run.history for run in self.runs}
 
     def __str__(self) -> str:
-        header = ("run", "trainable params", "ms/step", "train s", "backbone drift", "val acc", "per epoch")
+        header = ("run", "trainable params", "CPU ms/step", "CPU train s", "backbone drift", "val acc", "per epoch")
         rows = [(r.name, f"{r.trainable:,} ({100 * r.trainable / r.total:.0f}%)",
                  "/".join(f"{ms:.0f}" for _, ms in r.step_ms), f"{r.train_seconds:.2f}", f"{r.backbone_drift:.4f}",
                  f"{r.accuracy:.3f}", " ".join(f"{a:.2f}" for a in r.curve))
