@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from bench_notebooks import kernel_pid, peak_rss_mib  # noqa: E402
 from workbench.claims import KEEP_GOING_VARIABLE, LOG_VARIABLE, margin  # noqa: E402
 
 SEED_LINE = re.compile(r"^SEED = \d+$", re.MULTILINE)
@@ -60,13 +61,26 @@ def run_notebook(path: Path, seed: int, threads: int, timeout: int = 900) -> dic
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             store_widget_state=False, resources={"metadata": {"path": str(path.parent)}})
     started = time.perf_counter()
-    client.execute(env=env)
+    with client.setup_kernel(env=env):
+        pid = kernel_pid(client)
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        cpu, peak = kernel_cpu_seconds(pid), peak_rss_mib(pid)
     errors = [f"{out.ename}: {out.evalue}"[:300] for cell in nb.cells if cell.cell_type == "code"
               for out in cell.get("outputs", []) if out.output_type == "error"]
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
     os.unlink(log_path)
     return {"notebook": path.stem, "seed": seed, "threads": threads, "records": records, "errors": errors,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": cpu, "peak_mib": peak}
+
+
+def kernel_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used so far, from ``/proc/<pid>/stat``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def run_tests(threads: int) -> dict:
@@ -117,6 +131,17 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cost_table(runs: list[dict]) -> str:
+    """Per notebook: the largest kernel CPU time and peak memory over its runs."""
+    lines = ["", "| notebook | runs | CPU s (max) | peak MiB (max) |", "|---|---:|---:|---:|"]
+    for name in sorted({r["notebook"] for r in runs if r.get("cpu_seconds") is not None}):
+        mine = [r for r in runs if r["notebook"] == name and r.get("cpu_seconds") is not None]
+        peaks = [r["peak_mib"] for r in mine if r.get("peak_mib") is not None]
+        lines.append(f"| {name} | {len(mine)} | {max(r['cpu_seconds'] for r in mine):.0f} | "
+                     f"{max(peaks) if peaks else float('nan'):.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every lesson and solution notebook")
@@ -136,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_notebook(*point)
         print(f"{result['notebook']} seed {point[1]} threads {point[2]}: {len(result['records'])} claims, "
               f"{sum(not r['holds'] for r in result['records'])} failed, {len(result['errors'])} errors, "
-              f"{result['seconds']} s", file=sys.stderr, flush=True)
+              f"{result['seconds']} s, {result['cpu_seconds']} CPU s, {result['peak_mib'] or float('nan'):.0f} MiB", file=sys.stderr, flush=True)
         if args.save:
             with args.save.open("a") as file:
                 file.write(json.dumps(result, default=repr) + "\n")
@@ -147,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tests:
         runs += [run_tests(t) for t in args.threads]
     print(markdown(worst(runs)))
+    print(cost_table(runs))
     broken = [(r["notebook"], r["seed"], r["threads"], e) for r in runs for e in r["errors"]]
     for notebook, seed, threads, error in broken:
         print(f"error in {notebook} (seed {seed}, {threads} threads): {error}")
