@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from bench_notebooks import kernel_pid, peak_rss_mib  # noqa: E402
+
 from workbench.claims import KEEP_GOING_VARIABLE, LOG_VARIABLE, margin  # noqa: E402
 
 SEED_LINE = re.compile(r"^SEED = \d+$", re.MULTILINE)
@@ -123,7 +124,8 @@ def _cell(value) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| lesson | claim | threshold | worst value | margin | where | failed/runs |", "|---|---|---|---|---|---|---|"]
+    lines = ["| lesson | claim | threshold | worst value | margin | where | failed/runs |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         shown_margin = "-" if r["margin"] is None else f"{r['margin']:.3g}"
         lines.append(f"| {r['notebook']} | {r['claim']} | {r['op']} {_cell(r['threshold'])} | {_cell(r['worst'])} "
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_notebook(*point)
         print(f"{result['notebook']} seed {point[1]} threads {point[2]}: {len(result['records'])} claims, "
               f"{sum(not r['holds'] for r in result['records'])} failed, {len(result['errors'])} errors, "
-              f"{result['seconds']} s, {result['cpu_seconds']} CPU s, {result['peak_mib'] or float('nan'):.0f} MiB", file=sys.stderr, flush=True)
+              f"{result['seconds']} s, {result['cpu_seconds']} CPU s, {result['peak_mib'] or float('nan'):.0f} MiB",
+              file=sys.stderr, flush=True)
         if args.save:
             with args.save.open("a") as file:
                 file.write(json.dumps(result, default=repr) + "\n")
