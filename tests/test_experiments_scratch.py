@@ -31,8 +31,9 @@ def test_lesson_data_is_the_small_three_shape_task():
     assert torch.equal(train.x, again.x), "same seed, same images"
 
 
-def test_init_signal_summarises_signal_propagation():
-    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("seed", range(5))
+def test_init_signal_summarises_signal_propagation(seed):
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     summary = scratch.init_signal(x, schemes=["kaiming", "normal", "zero"])
     reference = signal_propagation(build_model(nc=3), x, ["kaiming", "normal", "zero"], (True, False))
     assert list(summary.rows) == reference

@@ -96,12 +96,19 @@ def test_verify_accepts_an_adapted_first_conv(source):
 
 
 # ----------------------------------------------------------------------------------------------- class rows
-def test_head_start_copied_rows_classify_the_shared_classes_before_training(source):
-    result = T.head_start(source, n_per_class=10)
+@pytest.mark.parametrize("seed", range(5))
+def test_head_start_copied_rows_classify_the_shared_classes_before_training(source, seed):
+    result = T.head_start(source, n_per_class=10, seed=seed)
     assert result.shared == ("triangle", "ring") and result.n_images == 20
     assert result.row_map == (("triangle", 0, 2), ("ring", 1, 3))
     assert result.accuracy_by_name >= 0.9 > result.accuracy_plain
-    assert "class rows copied by name" in str(result)
+    assert "class rows copied by name" in str(result) and "mean of 8 initialisations" in str(result)
+
+
+def test_head_start_refuses_a_count_of_fresh_heads_that_is_not_a_positive_integer(source):
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="fresh_heads"):
+            T.head_start(source, n_per_class=2, fresh_heads=bad)
 
 
 def test_head_start_needs_a_shared_class_and_names(source):

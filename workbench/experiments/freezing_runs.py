@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -60,7 +61,7 @@ def _source_and_build(source, build):
 class FreezeRun:
     """One run: its freeze schedule, what it trained, what it cost, how far it moved, how well it does.
 
-    ``step_ms``: the measured time of one training step at each depth the run used (ms);
+    ``step_ms``: the measured CPU time of one training step at each depth the run used (ms);
     ``train_seconds``: its steps times those step times (the training compute, validation left out);
     ``backbone_drift``: the mean over layers ``0..depth-1`` of ``||W - W0|| / ||W0||`` at the end.
     """
@@ -113,9 +114,9 @@ class FreezeComparison(TextResult):
         return {run.name: run.history for run in self.runs}
 
     def __str__(self) -> str:
-        header = ("run", "trainable params", "ms/step", "train s", "backbone drift", "val acc", "per epoch")
+        header = ("run", "trainable params", "CPU ms/step", "CPU train s", "backbone drift", "val acc", "per epoch")
         rows = [{"run": r.name, "trainable params": f"{r.trainable:,} ({100 * r.trainable / r.total:.0f}%)",
-                 "ms/step": "/".join(f"{ms:.0f}" for _, ms in r.step_ms), "train s": f"{r.train_seconds:.2f}",
+                 "CPU ms/step": "/".join(f"{ms:.0f}" for _, ms in r.step_ms), "CPU train s": f"{r.train_seconds:.2f}",
                  "backbone drift": f"{r.backbone_drift:.4f}", "val acc": f"{r.accuracy:.3f}",
                  "per epoch": " ".join(f"{a:.2f}" for a in r.curve)} for r in self.runs]
         notes = [f"  {r.name}: {r.describe()}" for r in self.runs]
@@ -128,14 +129,18 @@ def _trainable(model: nn.Module, depth: int) -> int:
 
 
 def _step_ms(model: nn.Module, depths: set[int], x: torch.Tensor, y: torch.Tensor, steps: int) -> dict[int, float]:
-    """Milliseconds per training step of a copy of ``model`` at each freeze depth: the fastest of ``steps``
-    rounds, the depths interleaved within each round so that a busy spell of the machine hits them all."""
+    """CPU milliseconds per training step of a copy of ``model`` at each freeze depth: the fastest of ``steps``
+    rounds after one untimed step per depth, the depths interleaved. CPU time (``time.process_time``, all
+    threads) rather than wall time: other programs on a busy machine slow the clock, not the work."""
     twin = copy.deepcopy(model).cpu()
     times: dict[int, list[float]] = {depth: [] for depth in sorted(depths)}
-    for round_ in range(steps):
+    for round_ in range(steps + 1):
         for depth, measured in times.items():
             set_freeze_depth(twin, depth)
-            measured.append(1000 * step_time(twin, x, y, steps=1, warmup=1 if round_ == 0 else 0))
+            started = time.process_time()
+            step_time(twin, x, y, steps=1)
+            if round_:  # the first round warms up
+                measured.append(1000 * (time.process_time() - started))
     return {depth: min(measured) for depth, measured in times.items()}
 
 
@@ -163,7 +168,7 @@ def compare_freezing(n_per_class: int = 40, *, gap: float = 0.3, classes: Sequen
         seed: the seed of the data, the initialisation of the new head and the batch order.
         source: pretrained weights (a model or a state_dict); default ``workbench.pretrained("shapes_n")``.
         build: ``nc -> model`` (default: a workbench model like the source).
-        timing_steps: training steps timed per depth, the depths interleaved (the fastest counts).
+        timing_steps: training steps timed per depth (CPU time), the depths interleaved (the fastest counts).
     """
     unknown = [r for r in runs if r not in RUNS]
     if unknown or not runs:
