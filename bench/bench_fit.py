@@ -3,8 +3,9 @@
 The bare loop is zero_grad, forward, loss, backward, step with the same optimiser and the same
 batches; fit adds its progress bar, per-layer gradient monitoring, clipping, recording and
 the step's transaction (before the optimiser writes, a copy of the parameters it is about to
-write and of their optimiser state; after, one fused norm of the written weights). Runs alternate (bare, fit, fit, bare, ...) so both see the same machine load; the
-ratio is the median of per-pair ratios.
+write and of their optimiser state; after, one fused norm of the written weights).
+Runs alternate (bare, fit, fit, bare, ...) so both see the same machine load; the ratio is the
+median of per-pair ratios.
 
     OMP_NUM_THREADS=1 python bench/bench_fit.py [--rounds 15] [--steps 20] [--scale n] [--size 32] [--clock cpu]
 """

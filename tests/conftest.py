@@ -1,4 +1,7 @@
-"""Shared test fixtures: tiny data sets and a small ResNet-like model the workbench did not define."""
+"""Shared test fixtures: tiny data sets, a small ResNet-like model the workbench did not define, Ultralytics."""
+import importlib
+import os
+
 import pytest
 import torch
 from foreign_models import TinyResNet
@@ -16,3 +19,14 @@ def tiny_resnet():
 def small_shapes():
     """3 shape classes, 16 per class, 32x32: train 36 / val 12."""
     return data.split(data.shapes(16, classes=3, seed=0), 0.25, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tasks(tmp_path_factory):
+    """``ultralytics.nn.tasks``, settings in a temporary folder; skipped without it unless WB_REQUIRE_ULTRALYTICS."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics_settings")))
+        mp.setenv("YOLO_VERBOSE", "False")
+        if os.environ.get("WB_REQUIRE_ULTRALYTICS"):
+            return importlib.import_module("ultralytics.nn.tasks")
+        return pytest.importorskip("ultralytics.nn.tasks")

@@ -3,24 +3,11 @@
 Skipped without ultralytics; CI runs this file with ``PYTHONPATH=build/ultralytics`` and
 ``WB_REQUIRE_ULTRALYTICS=1`` (fail instead of skip), as ``tests/test_yolo_checkpoints.py``.
 """
-import importlib
-import os
 
 import pytest
 import torch
 
 import workbench as wb
-
-
-@pytest.fixture(scope="module")
-def tasks(tmp_path_factory):
-    """``ultralytics.nn.tasks``, its settings file kept in a temporary folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics_settings")))
-        mp.setenv("YOLO_VERBOSE", "False")
-        if os.environ.get("WB_REQUIRE_ULTRALYTICS"):
-            return importlib.import_module("ultralytics.nn.tasks")
-        return pytest.importorskip("ultralytics.nn.tasks")
 
 
 def test_yolov8n_cls_fills_the_workbench_classifier_with_no_layer_map(tasks):

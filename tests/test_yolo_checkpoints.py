@@ -6,7 +6,6 @@ need ``ultralytics.nn.tasks`` (skipped without it; CI sets ``WB_REQUIRE_ULTRALYT
 instead). The YOLOv5 file and the hostile pickles need nothing but torch.
 """
 import copy
-import importlib
 import json
 import os
 import pickle
@@ -30,16 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = {0: "cat", 1: "dog", 2: "bird"}
 MODELS = {"detect": ("DetectionModel", "yolov8n.yaml"), "classify": ("ClassificationModel", "yolov8n-cls.yaml")}
 
-
-@pytest.fixture(scope="module")
-def tasks(tmp_path_factory):
-    """``ultralytics.nn.tasks``, its settings file kept in a temporary folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics_settings")))
-        mp.setenv("YOLO_VERBOSE", "False")
-        if os.environ.get("WB_REQUIRE_ULTRALYTICS"):
-            return importlib.import_module("ultralytics.nn.tasks")
-        return pytest.importorskip("ultralytics.nn.tasks")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 The public API is short and flat (at most 20 names); each name is a concept the lessons teach.
 The modules hold the rest: ``workbench.schedules`` (``CosineWarmup``, ``OneCycle``),
-``workbench.freezing`` (``FreezeReport``), ``workbench.models`` (``init_weights``), ``workbench.scenes`` (``shape_scenes``),
+``workbench.freezing`` (``FreezeReport``), ``workbench.models`` (``init_weights``),
+``workbench.scenes`` (``shape_scenes``), ``workbench.training`` (``Optim``, ``Freeze``),
 ``workbench.runs``, ``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...
 
 Example:

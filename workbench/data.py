@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from .numbers import whole_number
 
 SHAPES = ("circle", "square", "triangle", "ring", "plus", "diamond", "hbar", "vbar",
           "cross", "frame", "halfdisk", "tee")
@@ -110,17 +111,6 @@ def check_labels(labels: torch.Tensor, nc: int, what: str, empty: int | None = N
                                                                 else "") + "; fix the labels or the class names")
 
 
-def _count(value, what: str, lo: int, unit: str = "") -> int:
-    """An integer (Python's or numpy's, via ``operator.index``) >= ``lo``, or a ValueError naming ``what``."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < lo:
-        raise ValueError(f"{what} must be an integer >= {lo}{unit} (got {value!r})")
-    return number
-
-
 def _masks(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Boolean mask of one shape in centred, scaled, rotated coordinates (unit size ~1)."""
     r2, au, av = u * u + v * v, np.abs(u), np.abs(v)
@@ -159,7 +149,7 @@ def _resolve(classes, names: tuple[str, ...], default: tuple[str, ...]) -> tuple
         raise ValueError(f"classes must be a count or a list of class names, got the string {classes!r}: "
                          f"write [{classes!r}]")
     if not hasattr(classes, "__iter__"):
-        count = _count(classes, "classes", 1, " (a count) or a list of names")
+        count = whole_number(classes, "classes", 1, " (a count) or a list of names")
         if count > len(names):
             raise ValueError(f"classes must be between 1 and {len(names)} (got {count})")
         return names[:count]
@@ -179,7 +169,7 @@ def _check_gap(gap) -> float:
 
 
 def _check_common(n_per_class, size, gap) -> tuple[int, int, float]:
-    return _count(n_per_class, "n_per_class", 1), _count(size, "size", 8, " pixels"), _check_gap(gap)
+    return whole_number(n_per_class, "n_per_class", 1), whole_number(size, "size", 8, " pixels"), _check_gap(gap)
 
 
 def _background(rng: np.random.Generator, n: int, size: int, gap: float) -> np.ndarray:
@@ -300,7 +290,7 @@ def split(data: ImageSet, val_fraction: float = 0.2, *, seed: int = 0) -> tuple[
     ok = isinstance(val_fraction, (float, int, np.floating, np.integer)) and not isinstance(val_fraction, bool)
     if not (ok and 0.0 < val_fraction < 1.0):
         raise ValueError(f"val_fraction must be a number between 0 and 1, e.g. 0.2 (got {val_fraction!r})")
-    g = torch.Generator().manual_seed(_count(seed, "seed", 0))
+    g = torch.Generator().manual_seed(whole_number(seed, "seed", 0))
     if data.y.ndim > 1:  # detection scenes: no single label to stratify by
         order = torch.randperm(len(data), generator=g)
         n_val = int(round(len(data) * val_fraction))

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 from torch import nn
@@ -24,17 +23,12 @@ from torch import nn
 from .batches import as_batches, first_batch
 from .detection import is_detector
 from .freezing import frozen_by_workbench
+from .numbers import whole_number
 
 
 def check_count(value, name: str) -> int:
     """An integer >= 1 (a NumPy integer is accepted, a bool or a float is not)."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or number < 1:
-        raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
-    return number
+    return whole_number(value, name)
 
 
 def _check_number(value, name: str, *, positive: bool, fix: str, upper: float = math.inf) -> None:
@@ -83,17 +77,6 @@ def check_trainable(model: nn.Module, scheduled: bool) -> None:
         raise ValueError("every parameter of the model is frozen (requires_grad=False), so there is nothing to "
                          "train: unfreeze some layers first, e.g. workbench.unfreeze(model) or freeze(model, depth=N) "
                          "with a smaller N")
-
-
-def check_optimizer_holds(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """With a freeze schedule the optimiser must hold every parameter a depth could unfreeze."""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    missing = [n for n, p in model.named_parameters()
-               if id(p) not in held and (p.requires_grad or frozen_by_workbench(model, n))]
-    if missing:
-        raise ValueError(f"optimizer does not hold {len(missing)} parameters the freeze schedule may unfreeze "
-                         f"(e.g. {missing[0]}): build it over all parameters, e.g. with "
-                         f"workbench.optim.param_groups(model, lr), which includes frozen ones")
 
 
 def _output_width(model: nn.Module, x: torch.Tensor) -> int | None:

@@ -63,6 +63,7 @@ __all__ = [
     "bn_drift",
     "bn_policy",
     "bn_snapshot",
+    "check_optimizer_holds",
     "check_schedule",
     "depth_at",
     "freeze",
@@ -225,6 +226,17 @@ def set_freeze_depth(model: nn.Module, depth: int, bn: str = "eval") -> FreezeRe
     return build_report(model, "set depth", f"depth={depth}", bn, changed, [], [])
 
 
+def check_optimizer_holds(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """With a freeze schedule the optimiser must hold every parameter a depth could unfreeze."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [n for n, p in model.named_parameters()
+               if id(p) not in held and (p.requires_grad or frozen_by_workbench(model, n))]
+    if missing:
+        raise ValueError(f"the optimizer does not hold {len(missing)} parameters the freeze schedule may unfreeze "
+                         f"(e.g. {missing[0]}): build it over all parameters, e.g. with "
+                         f"workbench.optim.param_groups(model, lr), which includes frozen ones")
+
+
 def check_schedule(model: nn.Module, schedule: Mapping[int, int], bn: str = "eval",
                    optimizer: torch.optim.Optimizer | None = None) -> dict[int, int]:
     """Validate a staged schedule ``{epoch: depth}`` (e.g. ``{0: 9, 2: 0}``) and return it sorted by epoch.
@@ -241,15 +253,10 @@ def check_schedule(model: nn.Module, schedule: Mapping[int, int], bn: str = "eva
             raise ValueError(f"freeze schedule epochs must be integers >= 0 (0 is the first epoch), got {epoch!r}")
         check_depth(depth, len(numbered_layers(model)))
         if _trainable_at(model, depth, bn) == 0:
-            raise ValueError(f"freeze schedule depth {depth} (epoch {epoch}) would leave no trainable parameter")
+            raise ValueError(f"freeze schedule depth {depth} (from epoch index {epoch}) would leave no trainable "
+                             "parameter")
     if optimizer is not None:
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        missing = [n for n, p in model.named_parameters()
-                   if id(p) not in held and (p.requires_grad or frozen_by_workbench(model, n))]
-        if missing:
-            raise ValueError(f"the optimizer does not hold {len(missing)} parameters the schedule may unfreeze "
-                             f"(e.g. {missing[0]}): build it over all parameters, e.g. with "
-                             f"workbench.optim.param_groups(model, lr), which includes frozen ones")
+        check_optimizer_holds(model, optimizer)
     return dict(sorted(schedule.items()))
 
 

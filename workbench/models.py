@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from .batchnorm import bn_policy
 from .layers import numbered_layers
+from .numbers import whole_number
 from .table import Table, TableResult
 
 # name: (depth multiple, width multiple, max channels), as in Ultralytics' yolov8 scales
@@ -254,17 +254,6 @@ def scale_rules(scale: str):
     return w, d
 
 
-def _whole(value, what: str, meaning: str) -> int:
-    """An integer >= 1, Python's or numpy's (``operator.index``), or a ValueError naming ``what``."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < 1:
-        raise ValueError(f"{what} must be an integer >= 1 ({meaning}), e.g. 3; got {value!r}")
-    return number
-
-
 def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int = 3) -> YOLO:
     """Build a YOLOv8-style model.
 
@@ -282,7 +271,8 @@ def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int 
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
     if not isinstance(task, str) or task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
-    nc, ch = _whole(nc, "nc", "the number of classes"), _whole(ch, "ch", "input channels")
+    nc = whole_number(nc, "nc", note=" (the number of classes, e.g. 3)")
+    ch = whole_number(ch, "ch", note=" (input channels, e.g. 3)")
     w, d = scale_rules(scale)
     specs = _backbone(w, d)
     if task == "classify":

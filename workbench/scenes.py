@@ -27,7 +27,6 @@ from .data import (
     _background,
     _check_gap,
     _check_tensors,
-    _count,
     _foreground,
     _load_digits,
     _masks,
@@ -35,6 +34,7 @@ from .data import (
     check_classes,
     check_labels,
 )
+from .numbers import whole_number
 
 EMPTY = -1  # the class of a padding slot in ``y``
 
@@ -59,14 +59,14 @@ class DetectionSet(ImageSet):
 
 
 def _check(n, size, gap, objects, object_size) -> tuple[int, int, float, tuple[int, int], tuple[float, float]]:
-    n = _count(n, "n", 1, " scenes")
-    size = _count(size, "size", 32, " pixels")
+    n = whole_number(n, "n", 1, " scenes")
+    size = whole_number(size, "size", 32, " pixels")
     if size % 32:
         raise ValueError(f"size must be a multiple of 32 pixels, e.g. 64 or 96 (the detector's largest stride "
                          f"is 32); got {size!r}")
     gap = _check_gap(gap)
     objects = _pair(objects, "objects")
-    lo, hi = (_count(v, "objects (min, max)", 1) for v in objects)
+    lo, hi = (whole_number(v, "objects (min, max)", 1) for v in objects)
     if not 1 <= lo <= hi:
         raise ValueError(f"objects must be (min, max) with 1 <= min <= max; got {objects}")
     smin, smax = _pair(object_size, "object_size")

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
+
+from .numbers import whole_number
 
 PROFILES = ("yolov5", "ultralytics")
 
@@ -66,20 +67,9 @@ def _tag(group: dict) -> str:
     return group.get("tag", group.get("param_group", "weight"))
 
 
-def _whole(value, what: str, lo: int) -> int:
-    """An integer >= ``lo``, Python's or numpy's (``operator.index``), or a ValueError naming ``what``."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < lo:
-        raise ValueError(f"{what} must be an integer >= {lo} (got {value!r})")
-    return number
-
-
 def _check_run(nb: int, epochs: int) -> None:
-    _whole(nb, "nb (batches per epoch)", 1)
-    _whole(epochs, "epochs", 1)
+    whole_number(nb, "nb (batches per epoch)", 1)
+    whole_number(epochs, "epochs", 1)
 
 
 class Schedule:
@@ -122,7 +112,7 @@ class Schedule:
             raise ValueError(f"optimizer must be a torch optimizer (e.g. make_optimizer(model)), "
                              f"got {type(optimizer).__name__}")
         _check_run(nb, epochs)
-        ni, nb, epochs = _whole(ni, "ni (the iteration)", 0), int(nb), int(epochs)
+        ni, nb, epochs = whole_number(ni, "ni (the iteration)", 0), int(nb), int(epochs)
         _groups(optimizer.param_groups)
         momentum = self.momentum_at(ni, nb, epochs)
         for g in optimizer.param_groups:

@@ -43,13 +43,12 @@ from .fit_checks import (
     check_count,
     check_data,
     check_inputs,
-    check_optimizer_holds,
     check_options,
     check_trainable,
     pick_device,
 )
 from .fit_options import Freeze, Optim, as_freeze, as_optim
-from .freezing import check_schedule, depth_at, set_freeze_depth
+from .freezing import check_optimizer_holds, check_schedule, depth_at, set_freeze_depth
 from .metrics import evaluate
 from .monitor import GradientMonitor, NonFinite
 from .optim import make_optimizer
@@ -64,8 +63,6 @@ DEFAULT_CLIP = 10.0  # max gradient L2 norm, as YOLO's trainers
 FreezeRule = Callable[[int, int], "int | None"]
 
 
-
-
 @dataclass
 class History:
     """What a run did: per-step loss, learning rate and momentum per group, gradient norm; per-epoch validation.
@@ -78,6 +75,8 @@ class History:
     (the freeze depth in force). On an accelerator the layer norms reach the CPU in batches, so
     during a run they may trail ``loss`` by up to 31 steps; when ``fit`` returns they are complete.
     ``run`` holds what resuming needs (a :class:`RunState`); it is not part of the record.
+    Epochs are indexed from 0 in the record (``epoch``, ``freeze_depth``'s keys, ``val`` lists), as
+    in Python and YOLO's loops; text meant to be read (``events``, the progress bar) counts from 1.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -240,7 +239,7 @@ def _follow_freeze(loop: _Loop, history: History, epoch: int) -> None:
     if wanted is not None and wanted != loop.depth:
         set_freeze_depth(loop.model, wanted, bn=loop.freeze_bn)
         was = "" if loop.depth is None else f" (was {loop.depth})"
-        history.events.append((history.step, f"epoch {epoch}: freeze depth {wanted}{was}"))
+        history.events.append((history.step, f"epoch {epoch + 1}: freeze depth {wanted}{was}"))
         loop.depth = wanted
     if loop.depth is not None:
         history.freeze_depth[epoch] = loop.depth

@@ -250,6 +250,19 @@ class Worker:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def _make_run_controls(self, epochs: int, batch_size: int) -> None:
+        """``epochs`` and ``batch_size`` boxes and the Start / Stop / Reset buttons, wired to the panel's methods."""
+        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=10_000, description="epochs", style=STYLE,
+                                             layout=widgets.Layout(width="150px"))
+        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description="batch size",
+                                                 style=STYLE, layout=widgets.Layout(width="170px"))
+        self.start_button = widgets.Button(description="Start", button_style="success", icon="play")
+        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
+        self.reset_button = widgets.Button(description="Reset", icon="undo")
+        self.start_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.reset_button.on_click(lambda _: self.reset())
+
     def _launch(self, target: Callable[[], None]) -> bool:
         if self.running:
             return False

@@ -95,16 +95,7 @@ class Studio(Panel, Worker):
                                              **slider)
         self.profile = widgets.Dropdown(options=PROFILES, value=profile, description="warmup", style=STYLE,
                                         layout=widgets.Layout(width="200px"))
-        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=10_000, description="epochs", style=STYLE,
-                                             layout=widgets.Layout(width="150px"))
-        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description="batch size",
-                                                 style=STYLE, layout=widgets.Layout(width="170px"))
-        self.start_button = widgets.Button(description="Start", button_style="success", icon="play")
-        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
-        self.reset_button = widgets.Button(description="Reset", icon="undo")
-        self.start_button.on_click(lambda _: self.start())
-        self.stop_button.on_click(lambda _: self.stop())
-        self.reset_button.on_click(lambda _: self.reset())
+        self._make_run_controls(epochs, batch_size)
         amp = " with AMP" if self.device.type == "cuda" and self.fit_options.get("amp", True) else ""
         self._device_text = f"{self.device.type.upper()}{amp}"
         self.badge = widgets.HTML(self._badge_html())

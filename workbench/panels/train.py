@@ -24,7 +24,7 @@ from torch import nn
 
 from ..plots import training_dashboard
 from ..training import History, fit
-from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
+from .base import Panel, Throttle, Worker, live_figure, refresh_figure
 
 
 class TrainPanel(Panel, Worker):
@@ -49,18 +49,9 @@ class TrainPanel(Panel, Worker):
         self.redraw_per_second = redraw_per_second
         self.history: History | None = None
         self.redraws = 0
-        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=10_000, description="epochs", style=STYLE,
-                                             layout=widgets.Layout(width="150px"))
-        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description="batch size",
-                                                 style=STYLE, layout=widgets.Layout(width="170px"))
-        self.start_button = widgets.Button(description="Start", button_style="success", icon="play")
-        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
-        self.reset_button = widgets.Button(description="Reset", icon="undo")
+        self._make_run_controls(epochs, batch_size)
         self.status = widgets.HTML("ready: press Start")
         self.figure = live_figure(training_dashboard(History()))
-        self.start_button.on_click(lambda _: self.start())
-        self.stop_button.on_click(lambda _: self.stop())
-        self.reset_button.on_click(lambda _: self.reset())
         buttons = widgets.HBox([self.start_button, self.stop_button, self.reset_button, self.epochs, self.batch_size])
         self._finish([buttons, self.status, self.figure], seed, hide)
 
