@@ -250,6 +250,14 @@ class Worker:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def _finished(self) -> bool:
+        """Whether the run already reached ``epochs`` (the status then says how to go on)."""
+        history = getattr(self, "history", None)
+        if history is not None and history.status == "completed" and history.epochs_done >= self.epochs.value:
+            self.status.value = f"finished {history.epochs_done} epochs: raise epochs to train further, or Reset"
+            return True
+        return False
+
     def _make_run_controls(self, epochs: int, batch_size: int) -> None:
         """``epochs`` and ``batch_size`` boxes and the Start / Stop / Reset buttons, wired to the panel's methods."""
         self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=10_000, description="epochs", style=STYLE,

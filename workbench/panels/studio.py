@@ -159,11 +159,7 @@ class Studio(Panel, Worker):
     def start(self) -> bool:
         """Start (or continue) training in the background; False, starting nothing, while a run goes on,
         when the run already reached ``epochs``, or when the settings cannot run (the status says why)."""
-        if self.running:
-            return False
-        if self.history is not None and self.history.status == "completed" and \
-                self.history.epochs_done >= self.epochs.value:
-            self.status.value = f"finished {self.history.epochs_done} epochs: raise epochs to train further, or Reset"
+        if self.running or self._finished():
             return False
         self._update_preview()
         if self.preview is None:

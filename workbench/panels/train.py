@@ -58,11 +58,7 @@ class TrainPanel(Panel, Worker):
     def start(self) -> bool:
         """Start (or continue) training in the background; returns False, starting nothing, while a run goes on
         or when the run already reached ``epochs``."""
-        if self.running:
-            return False
-        if self.history is not None and self.history.status == "completed" and \
-                self.history.epochs_done >= self.epochs.value:
-            self.status.value = f"finished {self.history.epochs_done} epochs: raise epochs to train further, or Reset"
+        if self.running or self._finished():
             return False
         self._throttle = Throttle(self.redraw_per_second)
         self.batch_size.disabled = True  # a continued run must keep its batches
