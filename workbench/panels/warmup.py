@@ -124,8 +124,8 @@ class WarmupPanel(Panel):
     def _table(self, i: int) -> str:
         preview, nb = self.preview, self.nb.value
         phase = "warming up" if i < preview.warmup else "after warmup"
-        head = (f"<b>iteration {i}</b> (epoch {i // nb + 1} of {self.epochs.value}, batch {i % nb + 1} of {nb}): {phase} "
-                f"(warmup: {preview.warmup} iterations)")
+        where = f"epoch {i // nb + 1} of {self.epochs.value}, batch {i % nb + 1} of {nb}"  # counted from 1
+        head = f"<b>iteration {i}</b> ({where}): {phase} (warmup: {preview.warmup} iterations)"
         rows = [{"group": name, "parameters": self._sizes.get(name, 0), "lr": f"{lr:.6g}", "momentum": f"{m:.4f}"}
                 for name, (lr, m) in self.at(i).items()]
         return f"<p>{head}</p>" + Table(("group", "parameters", "lr", "momentum"), rows)._repr_html_()
