@@ -259,8 +259,24 @@ def test_compare_runs_overlays_loss_and_accuracy_with_smoothing():
     assert list(fig.data[0].y) == [4.0, 3.0, 1.0, 1.0]  # trailing mean of 2
     assert list(fig.data[1].y) == [0.5, 0.75] and fig.data[1].xaxis == "x2"
     assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    assert fig.data[0].line.width == fig.data[2].line.width  # nothing shared: every run drawn alike
     with pytest.raises(ValueError):
         plots.compare_runs({})
+
+
+def test_compare_runs_keep_runs_that_share_points_visible():
+    frozen = History(loss=[2.0, 1.5, 1.2, 1.0], epoch=[0, 0, 1, 1], val={"accuracy": [0.6, 0.7]})
+    staged = History(loss=[2.0, 1.5, 1.4, 0.9], epoch=[0, 0, 1, 1], val={"accuracy": [0.6, 0.8]})  # same epoch 1
+    full = History(loss=[2.2, 1.6, 1.1, 0.8], epoch=[0, 0, 1, 1], val={"accuracy": [0.5, 0.9]})
+    fig = plots.compare_runs({"full": full, "frozen": frozen, "staged": staged})
+    widths = [t.line.width for t in fig.data[::2]]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3  # the later, thinner, on top
+    sizes = [t.marker.size for t in fig.data[1::2]]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3
+    expected = {name: sum(a == b for a, b in zip(h.loss, frozen.loss)) for name, h in (("staged", staged),)}
+    assert f"same as staged at {expected['staged']} of 4 steps" in fig.data[2].hovertemplate  # frozen's loss
+    assert "same as frozen at 1 of 2 epochs" in fig.data[5].hovertemplate  # staged's accuracy
+    assert "same as" not in fig.data[0].hovertemplate  # full shares nothing
 
 
 def test_figures_serialise_to_json():

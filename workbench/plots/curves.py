@@ -194,9 +194,34 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     return (total[k] - total[start]) / (k - start)
 
 
+def shared_points(a, b) -> int:
+    """How many of the first ``min(len(a), len(b))`` values two curves have exactly in common.
+
+    Example:
+        >>> shared_points([0.5, 0.7, 0.9], [0.5, 0.7, 0.6, 0.8])
+        2
+    """
+    n = min(len(a), len(b))
+    return int(np.sum(np.asarray(a[:n], dtype=float) == np.asarray(b[:n], dtype=float)))
+
+
+def _overlaps(curves: Mapping[str, list[float]], unit: str) -> dict[str, str]:
+    """Per run, the hover note naming the runs drawn on the same points (e.g. a staged run while still frozen)."""
+    notes = {}
+    for name, y in curves.items():
+        same = [f"{other} at {count} of {min(len(y), len(curves[other]))} {unit}" for other in curves
+                if other != name and (count := shared_points(y, curves[other]))]
+        notes[name] = f"<br>same as {'; '.join(same)}" if same else ""
+    return notes
+
+
 def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "Runs on the same seed and data"
                  ) -> go.Figure:
     """Training loss per step (left) and validation accuracy per epoch (right) of several runs, overlaid.
+
+    Runs that share points (a staged run is its frozen twin until it unfreezes) stay visible: when
+    any two coincide somewhere, each run is drawn wider than the next (the first widest), and the
+    hover names the runs on the same points.
 
     Example:
         >>> from workbench import History
@@ -207,13 +232,22 @@ def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "
     """
     if not runs:
         raise ValueError("compare_runs needs at least one run: {name: History}")
+    losses = {name: list(_smooth(h.loss, smooth)) for name, h in runs.items()}
+    accuracies = {name: list(h.val.get("accuracy", [])) for name, h in runs.items()}
+    loss_notes, accuracy_notes = _overlaps(losses, "steps"), _overlaps(accuracies, "epochs")
+    stacked_runs = any(loss_notes.values()) or any(accuracy_notes.values())
     traces = []
-    for k, (name, history) in enumerate(runs.items()):
-        accuracy = history.val.get("accuracy", [])
-        traces.append(_line(np.arange(1, history.step + 1), _smooth(history.loss, smooth), name, k, 1,
-                            legendgroup=name))
-        traces.append(_line(np.arange(1, len(accuracy) + 1), accuracy, name, k, 2, legendgroup=name,
-                            showlegend=False, mode="lines+markers"))
+    for k, name in enumerate(runs):
+        extra = len(runs) - 1 - k if stacked_runs else 0
+        loss = _line(np.arange(1, len(losses[name]) + 1), losses[name], name, k, 1, legendgroup=name,
+                     hovertemplate=f"{name}<br>step %{{x}}: loss %{{y:.4g}}{loss_notes[name]}<extra></extra>")
+        accuracy = _line(np.arange(1, len(accuracies[name]) + 1), accuracies[name], name, k, 2, legendgroup=name,
+                         showlegend=False, mode="lines+markers", marker=dict(size=6 + 4 * extra),
+                         hovertemplate=f"{name}<br>epoch %{{x}}: accuracy %{{y:.3f}}{accuracy_notes[name]}"
+                                       "<extra></extra>")
+        for trace in (loss, accuracy):
+            trace["line"]["width"] = 1.5 + 2.5 * extra
+        traces += [loss, accuracy]
     loss_title = "training loss" + (f" (mean of {smooth} steps)" if smooth > 1 else "")
     layout = side_by_side(2, titles=(loss_title, "validation accuracy"))
     layout["xaxis"]["title"], layout["yaxis"]["title"] = "step", "loss"
