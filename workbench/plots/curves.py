@@ -246,7 +246,7 @@ def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "
                          hovertemplate=f"{name}<br>epoch %{{x}}: accuracy %{{y:.3f}}{accuracy_notes[name]}"
                                        "<extra></extra>")
         for trace in (loss, accuracy):
-            trace["line"]["width"] = 1.5 + 2.5 * extra
+            trace["line"]["width"] = 1.5 + 2.0 * extra
         traces += [loss, accuracy]
     loss_title = "training loss" + (f" (mean of {smooth} steps)" if smooth > 1 else "")
     layout = side_by_side(2, titles=(loss_title, "validation accuracy"))
