@@ -187,8 +187,10 @@ def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) ->
         traces.append(dict(
             type="bar", x=np.array([r[0] for r in mine], dtype=int), y=np.array([r[4] for r in mine]),
             name=state, marker_color=colour, text=[compact(r[4]) for r in mine], textposition="outside",
+            width=0.8,  # per bar: a trace's automatic width follows its own x spacing, so states would differ
             textfont=dict(size=10), cliponaxis=False,
-            showlegend=bool(mine), hovertemplate="%{hovertext}<extra></extra>",
+            showlegend=bool(mine) and state != "no parameters",  # a zero-height bar: its "0" label says it
+            hovertemplate="%{hovertext}<extra></extra>",
             hovertext=[f"layer {r[0]} {r[1]} ({r[2]})<br>{state}: {r[3]:,} of {r[4]:,} parameters frozen"
                        + (f"<br>BatchNorm policy: {r[5]}" if r[5] else "") for r in mine]))
     badges = [r for r in rows if r[5]]
@@ -200,8 +202,9 @@ def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) ->
     trainable = total - sum(r[3] for r in rows)
     share = 100 * trainable / total if total else 0.0
     headline = f"{frozen_span(rows)} · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)"
-    layout = dict(title=title or headline, height=360, margin=MARGIN, bargap=0.2, barmode="overlay",
-                  legend=dict(orientation="h", y=-0.2),
-                  xaxis=dict(title="layer", tickvals=[r[0] for r in rows], ticktext=[f"{r[0]} {r[1]}" for r in rows]),
+    layout = dict(title=title or headline, height=380, margin=MARGIN, bargap=0.2, barmode="overlay",
+                  legend=dict(orientation="h", y=-0.3),
+                  xaxis=dict(title="layer", tickvals=[r[0] for r in rows], tickangle=0, tickfont=dict(size=10),
+                             ticktext=[f"{r[0]}<br>{r[1]}" for r in rows]),  # two lines: long type names fit
                   yaxis=dict(title="parameters in the layer", range=[0, 1.3 * top]))
     return go.Figure(traces, layout)
