@@ -74,6 +74,17 @@ def test_freeze_map_heights_are_linear_and_print_each_layers_count():
     assert drawn[8][1] == f"{counts[8] / 1000:.0f}k"
     assert fig.layout.yaxis.range[1] >= max(counts.values())  # the tallest bar fits: a true scale from 0
     assert fig.layout.title.text.startswith(f"layers 0-8 frozen · trainable {report.trainable:,} of")
+    assert {t.width for t in _tiles(fig)} == {0.8}  # the same width whatever the spacing of a state's layers
+
+
+def test_freeze_map_of_a_model_with_parameterless_layers_names_them_without_a_legend_entry():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))
+    freeze(model, depth=3)
+    fig = plots.freeze_map(model)
+    empty = {t.name: t for t in _tiles(fig)}["no parameters"]
+    assert list(empty.x) == [1, 3] and list(empty.text) == ["0", "0"] and not empty.showlegend
+    assert fig.layout.title.text.startswith("layers 0-2 frozen (1 has no parameters) · ")
 
 
 @pytest.mark.parametrize("count, text", [(0, "0"), (999, "999"), (1000, "1.0k"), (18_560, "18.6k"),
