@@ -6,11 +6,17 @@ from torch import nn
 
 from workbench import build_model, freeze
 from workbench.experiments import freezing_runs as F
+from workbench.experiments.recipe import Recipe, Target
 from workbench.freezing import BN_POLICIES
 from workbench.layers import numbered_layers
 from workbench.runs import setup_run
 
-TINY = dict(epochs=2, unfreeze_at=1, batch_size=4, val_per_class=2, timing_steps=1)
+RECIPE = F.FREEZING_RECIPE.replace(epochs=2, batch_size=4)
+TINY = dict(recipe=RECIPE, unfreeze_at=1, timing_steps=1)
+
+
+def tiny(n_per_class: int) -> Target:
+    return F.FREEZING_TARGET.replace(n_per_class=n_per_class, val_per_class=2)
 
 
 def random_source(seed: int = 123) -> nn.Module:
@@ -20,7 +26,7 @@ def random_source(seed: int = 123) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def tiny_comparison():
-    return F.compare_freezing(3, depth=9, source=random_source(), **TINY)
+    return F.compare_freezing(tiny(3), depth=9, source=random_source(), **TINY)
 
 
 def test_the_three_runs_start_alike_and_train_what_their_schedules_say(tiny_comparison):
@@ -51,8 +57,8 @@ def test_training_time_is_steps_times_the_measured_step_time_of_the_depth_in_for
 
 
 def test_same_seed_same_curves():
-    a = F.compare_freezing(2, runs=["frozen"], source=random_source(), **TINY)
-    b = F.compare_freezing(2, runs=["frozen"], source=random_source(), **TINY)
+    a = F.compare_freezing(tiny(2), runs=["frozen"], source=random_source(), **TINY)
+    b = F.compare_freezing(tiny(2), runs=["frozen"], source=random_source(), **TINY)
     assert a["frozen"].history.loss == b["frozen"].history.loss and a["frozen"].curve == b["frozen"].curve
 
 
@@ -67,7 +73,7 @@ def test_text_and_html_name_every_run(tiny_comparison):
 def test_on_a_model_the_workbench_did_not_define():
     torch.manual_seed(5)
     source = TinyResNet(num_classes=10)
-    result = F.compare_freezing(2, depth=5, source=source, build=lambda nc: TinyResNet(num_classes=nc), **TINY)
+    result = F.compare_freezing(tiny(2), depth=5, source=source, build=lambda nc: TinyResNet(num_classes=nc), **TINY)
     frozen = result["frozen"]
     assert frozen.backbone_drift == 0.0 and result["full"].backbone_drift > 0
     model = TinyResNet(num_classes=4)
@@ -78,19 +84,19 @@ def test_on_a_model_the_workbench_did_not_define():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(runs=["full", "half"]), "unknown runs"),
     (dict(runs=[]), "unknown runs"),
-    (dict(unfreeze_at=2, epochs=2), "unfreeze_at must be an epoch in 1..1"),
+    (dict(unfreeze_at=2, recipe=RECIPE.replace(epochs=2)), "unfreeze_at must be an epoch in 1..1"),
     (dict(unfreeze_at=0), "unfreeze_at must be an epoch"),
     (dict(timing_steps=0), "timing_steps"),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        F.compare_freezing(2, **{**TINY, **kwargs}, source=random_source())
+        F.compare_freezing(tiny(2), **{**TINY, **kwargs}, source=random_source())
 
 
 # ----------------------------------------------------------------------------------------------- BatchNorm policies
 @pytest.fixture(scope="module")
 def policies():
-    return F.compare_bn_policies(2, epochs=1, batch_size=4, val_per_class=2, source=random_source())
+    return F.compare_bn_policies(tiny(2), Recipe(epochs=1, batch_size=4), source=random_source())
 
 
 def test_only_eval_and_frozen_keep_the_frozen_statistics_and_features(policies):
@@ -121,16 +127,16 @@ def test_policy_text_and_errors(policies):
     text = str(policies)
     assert "YOLOv5" in text and "timm" in text and "0/25" in text and "25/25" in text
     with pytest.raises(ValueError, match="unknown BatchNorm policies"):
-        F.compare_bn_policies(2, policies=["eval", "sometimes"], source=random_source())
+        F.compare_bn_policies(tiny(2), policies=["eval", "sometimes"], source=random_source())
     with pytest.raises(ValueError, match="depth must be in 1..9"):
-        F.compare_bn_policies(2, depth=0, source=random_source())
+        F.compare_bn_policies(tiny(2), depth=0, source=random_source())
     with pytest.raises(KeyError):
         policies["sometimes"]
 
 
 def test_policies_on_a_model_the_workbench_did_not_define():
     torch.manual_seed(5)
-    result = F.compare_bn_policies(2, depth=5, epochs=1, batch_size=4, val_per_class=2, policies=["eval", "train"],
+    result = F.compare_bn_policies(tiny(2), Recipe(epochs=1, batch_size=4), depth=5, policies=["eval", "train"],
                                    source=TinyResNet(num_classes=10), build=lambda nc: TinyResNet(num_classes=nc))
     assert result["eval"].moved == 0 and result["eval"].feature_change == 0.0
     model = TinyResNet(num_classes=4)

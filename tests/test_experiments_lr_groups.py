@@ -9,9 +9,14 @@ from torch import nn
 
 from workbench import YoloSchedule, build_model, param_groups
 from workbench.experiments import lr_groups as L
+from workbench.experiments.recipe import Target
 from workbench.optim import make_optimizer
 
-TINY = dict(epochs=2, batch_size=4, val_per_class=2)
+RECIPE = L.HEAD_LR_RECIPE.replace(epochs=2, batch_size=4)
+
+
+def tiny(n_per_class: int) -> Target:
+    return Target(n_per_class, val_per_class=2)
 
 
 def random_source(seed: int = 123) -> nn.Module:
@@ -93,7 +98,7 @@ def test_lr_table_refuses_iterations_outside_the_run():
 # ----------------------------------------------------------------------------------------------- the head multiplier
 @pytest.fixture(scope="module")
 def head_runs():
-    return L.compare_head_lr(3, head_mults=(1, 10), source=random_source(), **TINY)
+    return L.compare_head_lr(tiny(3), RECIPE, head_mults=(1, 10), source=random_source())
 
 
 def test_recorded_lr_and_momentum_are_the_preview(head_runs):
@@ -124,30 +129,31 @@ def test_head_multiplier_sets_the_head_groups_and_sgd_warms_the_biases(head_runs
 
 
 def test_adamw_gets_no_bias_warmup_and_same_seed_same_curve():
-    a = L.compare_head_lr(2, head_mults=(10,), optimizer="adamw", source=random_source(), **TINY)
-    b = L.compare_head_lr(2, head_mults=(10,), optimizer="adamw", source=random_source(), **TINY)
+    a = L.compare_head_lr(tiny(2), RECIPE.replace(optimizer="adamw"), head_mults=(10,), source=random_source())
+    b = L.compare_head_lr(tiny(2), RECIPE.replace(optimizer="adamw"), head_mults=(10,), source=random_source())
     assert a[10].preview.lr["bias"][0] == 0.0  # Ultralytics sets warmup_bias_lr=0 for AdamW
     assert a[10].lr_error == 0.0 and a[10].history.loss == b[10].history.loss
 
 
 def test_on_a_model_the_workbench_did_not_define():
     torch.manual_seed(5)
-    result = L.compare_head_lr(2, head_mults=(1, 10), source=TinyResNet(num_classes=10),
-                               build=lambda nc: TinyResNet(num_classes=nc), **TINY)
+    result = L.compare_head_lr(tiny(2), RECIPE, head_mults=(1, 10), source=TinyResNet(num_classes=10),
+                               build=lambda nc: TinyResNet(num_classes=nc))
     assert result[10].groups["weight/head"].members == ("fc.weight",)
     assert result[10].lr_error == 0.0 and result[1].lr_error == 0.0
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(head_mults=()), "at least one multiplier"),
-    (dict(optimizer="adam"), "optimizer must be 'sgd' or 'adamw'"),
+    (dict(recipe=RECIPE.replace(optimizer="adam")), "optimizer must be 'sgd' or 'adamw'"),
+    (dict(recipe=RECIPE.replace(lr=None)), "recipe.lr must be set"),
     (dict(head_mults=(0,)), "multiplier for 'head'"),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        L.compare_head_lr(2, source=random_source(), **{**TINY, **kwargs})
+        L.compare_head_lr(tiny(2), **{"recipe": RECIPE, **kwargs}, source=random_source())
 
 
 def test_a_yolov5_schedule_too_long_for_the_run_is_refused_before_training():
     with pytest.raises(ValueError, match="profile='ultralytics'"):
-        L.compare_head_lr(2, schedule=YoloSchedule("yolov5"), source=random_source(), **TINY)
+        L.compare_head_lr(tiny(2), RECIPE.replace(schedule=YoloSchedule("yolov5")), source=random_source())

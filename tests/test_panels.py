@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from workbench import History, YoloSchedule, build_model, data, fit, freeze, panels, param_groups, transfer
+from workbench import History, YoloSchedule, build_model, data, fit, freeze, panels, param_groups, plots, transfer
+from workbench.experiments import own_model
 from workbench.freezing import set_freeze_depth
 from workbench.layers import numbered_layers
 from workbench.monitor import snapshot
@@ -129,6 +130,27 @@ def test_freeze_panel_freezes_a_copy_and_redraws_the_map():
     assert panel.timing.value.startswith("step time: not measured")
 
 
+@pytest.mark.parametrize("build, depth, span", [
+    (lambda: build_model(nc=3), 9, "layers 0-8 frozen"),
+    (lambda: own_model.build(3), 5, "layers 0-4 frozen (1 has no parameters)"),  # lesson 6's model: a ReLU at 2
+    (lambda: TinyResNet(), 3, "layers 0-2 frozen"),
+])
+def test_freeze_panel_title_and_summary_name_the_same_frozen_layers(build, depth, span):
+    model = build()
+    panel = FreezePanel(model, depth=depth, steps=0)
+    title = panel.figure.layout.title.text
+    assert title.startswith(span + " · ") and f": {span}, " in panel.summary.value
+    layers = numbered_layers(model)
+    with_params = [i for i in range(depth) if sum(p.numel() for p in layers[i].module.parameters())]
+    frozen = [i for i, layer in enumerate(numbered_layers(panel.model))
+              if any(not p.requires_grad for p in layer.module.parameters())]
+    assert frozen == with_params  # what the span names is what requires_grad says
+    panel.bn.value = "affine"
+    if depth == 9:
+        assert panel.figure.layout.title.text.startswith("layers 0-8 frozen (9 of them partly) · ")
+        assert ": layers 0-8 frozen (9 of them partly), " in panel.summary.value
+
+
 def test_freeze_panel_times_a_step_on_a_foreign_model_without_changing_it():
     model = TinyResNet()
     panel = FreezePanel(model, steps=1, batch=2, inplace=True)
@@ -204,10 +226,10 @@ def test_warmup_panel_scrubs_every_group_and_matches_the_schedule():
     assert panel.figure.layout.shapes[-1].x0 == 75 and "iteration 75" in panel.table.value
     assert panel.figure.layout.shapes[0].x1 == 150  # yolov5: max(round(3 * 50), 100)
     panel.head_mult.value = 10
-    names = [t.name for t in panel.figure.data if t.showlegend is not False]
-    assert "weight/head (preview)" in names
-    curves = {t.name: np.array(t.y) for t in panel.figure.data if t.yaxis in (None, "y")}
-    np.testing.assert_allclose(curves["weight/head (preview)"], 10 * curves["weight (preview)"])
+    names = [t.name for t in panel.figure.data if t.showlegend]
+    assert names == ["weight = norm", "bias", "weight/head = norm/head", "bias/head"]
+    curves = {t.meta["group"]: np.array(t.y) for t in panel.figure.data if t.meta["value"] == "lr"}
+    np.testing.assert_allclose(curves["weight/head"], 10 * curves["weight"])
     panel.profile.value = "ultralytics"
     assert panel.figure.layout.shapes[0].x1 == 150 and panel.preview.warmup == 150
     panel.warmup_epochs.value = 1.0
@@ -228,9 +250,24 @@ def test_warmup_panel_explains_a_run_too_short_for_yolov5_and_overlays_a_history
     history = fit(model, train, epochs=2, batch_size=12, progress=False, schedule=YoloSchedule("ultralytics"),
                   optimizer=torch.optim.SGD(groups, lr=0.01, momentum=0.9))
     overlay = WarmupPanel(model, epochs=2, nb=3, profile="ultralytics", history=history)
-    recorded = next(t for t in overlay.figure.data if t.name == "bias (recorded)")
-    preview = next(t for t in overlay.figure.data if t.name == "bias (preview)")
-    np.testing.assert_allclose(recorded.y, preview.y)
+    lr = {(t.meta["group"], t.meta["kind"]): t for t in overlay.figure.data if t.meta["value"] == "lr"}
+    np.testing.assert_allclose(lr[("bias", "recorded")].y, lr[("bias", "preview")].y)
+
+
+def test_warmup_panel_whose_first_settings_are_invalid_shows_the_error_then_the_curves():
+    model = build_model(nc=3)
+    panel = WarmupPanel(model, epochs=2, nb=10, profile="yolov5")  # 20 iterations, yolov5 warms up for 100
+    assert panel.preview is None and panel.figure is not None and len(panel.figure.data) == 0
+    assert "at least 101 iterations" in panel.message.value and "no preview yet" in panel.message.value
+    panel.profile.value = "ultralytics"
+    reference = plots.lr_curves(YoloSchedule("ultralytics").preview(param_groups(model, 0.01), nb=10, epochs=2), at=0)
+    assert panel.message.value == "" and len(panel.figure.data) == len(reference.data)
+    for drawn, expected in zip(panel.figure.data, reference.data):
+        assert drawn.meta == expected.meta
+        np.testing.assert_array_equal(drawn.y, expected.y)
+    panel.iteration.value = 15
+    assert "(epoch 2 of 2, batch 6 of 10)" in panel.table.value  # counted from 1: iteration 15 = 16th step
+    assert panel.figure.layout.shapes[-1].x0 == 15
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -11,6 +11,7 @@ from torch import nn
 
 from workbench import History, YoloSchedule, bn_drift, build_model, fit, freeze, param_groups, plots, transfer
 from workbench.freezing import bn_snapshot, set_freeze_depth
+from workbench.layers import numbered_layers
 from workbench.monitor import snapshot, weight_drift
 from workbench.stability import signal_propagation
 
@@ -61,6 +62,37 @@ def test_freeze_map_reads_requires_grad_and_the_bn_policy():
     assert f"trainable {trainable:,} of" in fig.layout.title.text
 
 
+def test_freeze_map_heights_are_linear_and_print_each_layers_count():
+    model = build_model(nc=3)
+    report = freeze(model, depth=9)
+    fig = plots.freeze_map(model)
+    assert fig.layout.yaxis.type in (None, "linear") and fig.layout.yaxis.range[0] == 0
+    counts = {layer.index: sum(p.numel() for p in layer.module.parameters()) for layer in numbered_layers(model)}
+    drawn = {int(x): (int(y), text) for t in _tiles(fig) for x, y, text in zip(t.x, t.y, t.text)}
+    assert {i: y for i, (y, _) in drawn.items()} == counts
+    assert drawn[0][1] == str(counts[0]) and counts[0] < 1000  # the first layer: a few hundred, printed in full
+    assert drawn[8][1] == f"{counts[8] / 1000:.0f}k"
+    assert fig.layout.yaxis.range[1] >= max(counts.values())  # the tallest bar fits: a true scale from 0
+    assert fig.layout.title.text.startswith(f"layers 0-8 frozen · trainable {report.trainable:,} of")
+    assert {t.width for t in _tiles(fig)} == {0.8}  # the same width whatever the spacing of a state's layers
+
+
+def test_freeze_map_of_a_model_with_parameterless_layers_names_them_without_a_legend_entry():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))
+    freeze(model, depth=3)
+    fig = plots.freeze_map(model)
+    empty = {t.name: t for t in _tiles(fig)}["no parameters"]
+    assert list(empty.x) == [1, 3] and list(empty.text) == ["0", "0"] and not empty.showlegend
+    assert fig.layout.title.text.startswith("layers 0-2 frozen (1 has no parameters) · ")
+
+
+@pytest.mark.parametrize("count, text", [(0, "0"), (999, "999"), (1000, "1.0k"), (18_560, "18.6k"),
+                                         (460_288, "460k"), (1_442_131, "1.4M")])
+def test_compact_counts(count, text):
+    assert plots.layers.compact(count) == text
+
+
 def test_freeze_map_from_a_report_matches_the_model_and_works_on_foreign_models():
     model = TinyResNet()
     report = set_freeze_depth(model, 3, bn="eval")
@@ -86,16 +118,53 @@ def test_lr_curves_overlay_the_preview_on_what_training_applied(small_shapes):
     history = fit(model, train, val, epochs=3, batch_size=12, progress=False, schedule=schedule,
                   optimizer=torch.optim.SGD(groups, lr=0.01, momentum=0.9))
     fig = plots.lr_curves(preview, history, at=4)
-    named = {(t.name, t.yaxis or "y"): t for t in fig.data}
+    lr = {(t.meta["group"], t.meta["kind"]): t for t in fig.data if t.meta["value"] == "lr"}
     for group in preview.lr:
-        drawn, recorded = named[(f"{group} (preview)", "y")], named[(f"{group} (recorded)", "y")]
+        drawn, recorded = lr[(group, "preview")], lr[(group, "recorded")]
         np.testing.assert_allclose(drawn.y, preview.lr[group])
         np.testing.assert_allclose(recorded.y, history.lr[group])
         np.testing.assert_allclose(recorded.y, drawn.y, rtol=1e-12)  # what was applied is what was predicted
-        np.testing.assert_allclose(named[(f"{group} (recorded)", "y2")].y, history.momentum[group])
+        assert drawn.line.width > recorded.line.width and drawn.opacity < 1  # the record shows inside the band
+    momentum = [t for t in fig.data if t.meta["value"] == "momentum"]  # SGD: every group shares one momentum
+    assert [(sorted(t.meta["groups"]), t.meta["kind"]) for t in momentum] == [(sorted(preview.lr), "preview"),
+                                                                               (sorted(preview.lr), "recorded")]
+    np.testing.assert_allclose(momentum[1].y, history.momentum["weight"])
     assert fig.layout.shapes[0].x1 == preview.warmup and fig.layout.shapes[-1].x0 == 4
+    assert any("preview" in a.text and "recorded" in a.text for a in fig.layout.annotations)  # the key, said once
     with pytest.raises(ValueError, match="preview"):
         plots.lr_curves()
+
+
+def _coinciding_reference(curves: dict) -> list[list[str]]:
+    """Groups with exactly equal curves, computed pairwise."""
+    classes = []
+    for name, y in curves.items():
+        for c in classes:
+            if len(curves[c[0]]) == len(y) and np.array_equal(curves[c[0]], y):
+                c.append(name)
+                break
+        else:
+            classes.append([name])
+    return classes
+
+
+@pytest.mark.parametrize("profile, mult", [("yolov5", None), ("ultralytics", {"head": 10}), ("ultralytics", None)])
+def test_lr_curves_keep_coinciding_groups_visible_and_name_them_once(profile, mult):
+    model = build_model(nc=3)
+    preview = YoloSchedule(profile).preview(param_groups(model, 0.01, lr_mult=mult), nb=40, epochs=5)
+    fig = plots.lr_curves(preview)
+    classes = _coinciding_reference({g: np.asarray(v) for g, v in preview.lr.items()})
+    assert any(len(c) > 1 for c in classes)  # weight and norm share a curve: the case this is about
+    assert [t.name for t in fig.data if t.showlegend] == [" = ".join(c) for c in classes]  # one entry per curve
+    lr = {t.meta["group"]: t for t in fig.data if t.meta["value"] == "lr"}
+    for c in classes:
+        widths = [lr[g].line.width for g in c]
+        assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(c)  # stacked: each line shows
+        for g in c:
+            others = [o for o in c if o != g]
+            assert ("same curve as " + ", ".join(others) in lr[g].hovertemplate) == bool(others)
+            assert lr[g].legendgroup == " = ".join(c)
+            np.testing.assert_array_equal(lr[g].y, preview.lr[g])
 
 
 # ------------------------------------------------------------------------------------------ gradients
@@ -201,8 +270,24 @@ def test_compare_runs_overlays_loss_and_accuracy_with_smoothing():
     assert list(fig.data[0].y) == [4.0, 3.0, 1.0, 1.0]  # trailing mean of 2
     assert list(fig.data[1].y) == [0.5, 0.75] and fig.data[1].xaxis == "x2"
     assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    assert fig.data[0].line.width == fig.data[2].line.width  # nothing shared: every run drawn alike
     with pytest.raises(ValueError):
         plots.compare_runs({})
+
+
+def test_compare_runs_keep_runs_that_share_points_visible():
+    frozen = History(loss=[2.0, 1.5, 1.2, 1.0], epoch=[0, 0, 1, 1], val={"accuracy": [0.6, 0.7]})
+    staged = History(loss=[2.0, 1.5, 1.4, 0.9], epoch=[0, 0, 1, 1], val={"accuracy": [0.6, 0.8]})  # same epoch 1
+    full = History(loss=[2.2, 1.6, 1.1, 0.8], epoch=[0, 0, 1, 1], val={"accuracy": [0.5, 0.9]})
+    fig = plots.compare_runs({"full": full, "frozen": frozen, "staged": staged})
+    widths = [t.line.width for t in fig.data[::2]]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3  # the later, thinner, on top
+    sizes = [t.marker.size for t in fig.data[1::2]]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3
+    expected = {name: sum(a == b for a, b in zip(h.loss, frozen.loss)) for name, h in (("staged", staged),)}
+    assert f"same as staged at {expected['staged']} of 4 steps" in fig.data[2].hovertemplate  # frozen's loss
+    assert "same as frozen at 1 of 2 epochs" in fig.data[5].hovertemplate  # staged's accuracy
+    assert "same as" not in fig.data[0].hovertemplate  # full shares nothing
 
 
 def test_figures_serialise_to_json():

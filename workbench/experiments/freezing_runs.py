@@ -12,13 +12,15 @@
   (:func:`workbench.bn_drift`), how much the frozen layers' output changed although no frozen
   weight did, and the accuracy.
 
-The target task is lesson 1's (:func:`workbench.experiments.pretraining.target_data`): two
-shapes the source saw, two it never saw, with a domain-gap knob.
+Both take the target task (:class:`~workbench.experiments.recipe.Target`: lesson 1's two shapes
+the source saw and two it never saw, with a domain-gap knob) and the training recipe
+(:class:`~workbench.experiments.recipe.Recipe`); :data:`FREEZING_TARGET` and :data:`FREEZING_RECIPE`
+are the lesson's.
 
 Example:
     >>> from workbench import build_model
-    >>> result = compare_freezing(4, epochs=2, unfreeze_at=1, batch_size=8, val_per_class=2,
-    ...                           source=build_model(nc=10), timing_steps=1)
+    >>> result = compare_freezing(Target(4, val_per_class=2), FREEZING_RECIPE.replace(epochs=2, batch_size=8),
+    ...                           unfreeze_at=1, source=build_model(nc=10), timing_steps=1)
     >>> [run.name for run in result.runs], result["frozen"].trainable < result["full"].trainable
     (['full', 'frozen', 'staged'], True)
 """
@@ -33,26 +35,30 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..checkpoints import pretrained
 from ..freezing import BN_POLICIES, BNDrift, bn_drift, bn_snapshot, depth_at, set_freeze_depth
 from ..layers import numbered_layers
 from ..modes import eval_mode
 from ..monitor import snapshot, weight_drift
-from ..runs import default_build, paired_runs, setup_run
-from ..schedules import CosineWarmup, Schedule
+from ..runs import default_build, default_source, paired_runs, setup_run
+from ..schedules import CosineWarmup
 from ..table import Table, TextResult
-from ..training import DEFAULT_CLIP, History, step_time
-from .pretraining import TARGET_CLASSES, VAL_PER_CLASS, target_data
+from ..training import History, step_time
+from .recipe import Recipe, Target
 
 RUNS = ("full", "frozen", "staged")
 _PANEL_NAME = {"full": "pretrained", "frozen": "frozen", "staged": "staged"}  # paired_runs' names for them
 DEFAULT_SCHEDULE = CosineWarmup(warmup_epochs=0.0)  # the LR falls along a cosine: lower when `staged` unfreezes
+FREEZING_VAL_PER_CLASS = 100  # 400 validation images: a point of accuracy is 4 images, not 1
+FREEZING_TARGET = Target(n_per_class=40, gap=0.3, val_per_class=FREEZING_VAL_PER_CLASS)
+FREEZING_RECIPE = Recipe(epochs=6, batch_size=16, optimizer="auto", schedule=DEFAULT_SCHEDULE)
+BN_TARGET = Target(n_per_class=10, gap=0.3)  # the BatchNorm comparison: 40 images, 25 per class to validate
+BN_RECIPE = FREEZING_RECIPE.replace(epochs=2, schedule=None)
 BN_REFERENCES = {"eval": "Ultralytics >= 8.3.99, Keras", "train": "YOLOv5", "affine": "fastai (train_bn)",
                  "frozen": "timm (FrozenBatchNorm2d)"}
 
 
 def _source_and_build(source, build):
-    source = pretrained("shapes_n") if source is None else source
+    source = default_source() if source is None else source
     return source, build or default_build(source)
 
 
@@ -84,8 +90,8 @@ class FreezeRun:
     def describe(self) -> str:
         if not self.freeze:
             return "every layer trains"
-        stages = [f"from epoch {e}: layers 0-{d - 1} frozen" if d else f"from epoch {e}: all trainable"
-                  for e, d in self.freeze]
+        stages = [f"from epoch {e + 1}: layers 0-{d - 1} frozen" if d else f"from epoch {e + 1}: all trainable"
+                  for e, d in self.freeze]  # the schedule's keys are 0-based, the epochs a reader counts 1-based
         return "; ".join(stages)
 
 
@@ -150,26 +156,7 @@ def _mean_drift(model: nn.Module, start: dict, depth: int) -> float:
     return statistics.fmean(drift[n] for n in names) if names else 0.0
 
 
-def compare_freezing(n_per_class: int = 40, *, gap: float = 0.3, classes: Sequence[str] = TARGET_CLASSES,
-                     val_per_class: int = VAL_PER_CLASS, depth: int = 9, unfreeze_at: int = 2, epochs: int = 6,
-                     batch_size: int = 16, optimizer: str = "auto", lr: float | None = None,
-                     schedule: Schedule | None = DEFAULT_SCHEDULE, clip: float | None = DEFAULT_CLIP,
-                     runs: Sequence[str] = RUNS, seed: int = 0, source: nn.Module | dict | None = None,
-                     build: Callable[[int], nn.Module] | None = None, timing_steps: int = 5) -> FreezeComparison:
-    """Fine-tune the target task three ways from the same pretrained start, on the same seed and data.
-
-    Args:
-        n_per_class, gap, classes, val_per_class: the target task (lesson 1's ``target_data``).
-        depth: layers ``0..depth-1`` are frozen in the ``frozen`` run and, until ``unfreeze_at``, the ``staged`` one.
-        unfreeze_at: the epoch at which ``staged`` unfreezes everything (1 .. epochs-1).
-        epochs, batch_size, optimizer, lr, schedule, clip: ``fit``'s options, the same for every run
-            (``optimizer="auto"``: AdamW at Ultralytics' small-run LR; ``schedule``: a cosine decay).
-        runs: any of ``"full"``, ``"frozen"``, ``"staged"``.
-        seed: the seed of the data, the initialisation of the new head and the batch order.
-        source: pretrained weights (a model or a state_dict); default ``workbench.pretrained("shapes_n")``.
-        build: ``nc -> model`` (default: a workbench model like the source).
-        timing_steps: training steps timed per depth (CPU time), the depths interleaved (the fastest counts).
-    """
+def _check_freezing_options(runs: Sequence[str], unfreeze_at, epochs: int, timing_steps) -> None:
     unknown = [r for r in runs if r not in RUNS]
     if unknown or not runs:
         raise ValueError(f"unknown runs {unknown or list(runs)}; choose from {list(RUNS)}")
@@ -179,17 +166,46 @@ def compare_freezing(n_per_class: int = 40, *, gap: float = 0.3, classes: Sequen
                          f"to train both frozen and unfrozen; got {unfreeze_at!r}")
     if isinstance(timing_steps, bool) or not isinstance(timing_steps, int) or timing_steps < 1:
         raise ValueError(f"timing_steps must be an integer >= 1 (got {timing_steps!r})")
-    train, val = target_data(n_per_class, gap=gap, classes=classes, val_per_class=val_per_class, seed=seed)
+
+
+def _setting(target: Target, recipe: Recipe, train, nb: int, depth: int) -> str:
+    gap = f", gap {target.gap:g}" if target.gap else ""
+    lr = f"lr {recipe.lr:g}" if recipe.lr is not None else "the default lr"
+    schedule = type(recipe.schedule).__name__ if recipe.schedule else "constant"
+    return (f"{train.nc} classes ({', '.join(train.classes)}), {target.n_per_class}/class ({len(train)} images{gap}), "
+            f"{target.val_per_class}/class to validate; {recipe.epochs} epochs of {nb} steps, optimizer "
+            f"{recipe.optimizer}, {lr}, schedule {schedule}; freeze depth {depth}")
+
+
+def compare_freezing(target: Target = FREEZING_TARGET, recipe: Recipe = FREEZING_RECIPE, *, depth: int = 9,
+                     unfreeze_at: int = 2, runs: Sequence[str] = RUNS, seed: int = 0,
+                     source: nn.Module | dict | None = None, build: Callable[[int], nn.Module] | None = None,
+                     timing_steps: int = 5) -> FreezeComparison:
+    """Fine-tune ``target`` three ways from the same pretrained start, with the same ``recipe``, seed and data.
+
+    Args:
+        target, recipe: the task's data and ``fit``'s options, the same for every run (the lesson's:
+            ``optimizer="auto"``, AdamW at Ultralytics' small-run LR, and a cosine decay).
+        depth: layers ``0..depth-1`` are frozen in the ``frozen`` run and, until ``unfreeze_at``, the ``staged`` one.
+        unfreeze_at: the epoch index (0-based, as ``fit``'s ``freeze`` keys) at which ``staged`` unfreezes
+            everything (1 .. epochs-1): 2 means frozen for the first two epochs.
+        runs: any of ``"full"``, ``"frozen"``, ``"staged"``.
+        seed: the seed of the data, the initialisation of the new head and the batch order.
+        source: pretrained weights (a model or a state_dict); default ``workbench.runs.default_source()``.
+        build: ``nc -> model`` (default: a workbench model like the source).
+        timing_steps: training steps timed per depth (CPU time), the depths interleaved (the fastest counts).
+    """
+    epochs = recipe.epochs
+    _check_freezing_options(runs, unfreeze_at, epochs, timing_steps)
+    train, val = target.data(seed)
     source, build = _source_and_build(source, build)
     start_model, _ = setup_run("pretrained", source, build, train.nc, depth=depth, seed=seed)
-    start = snapshot(start_model)
-    models: dict[str, nn.Module] = {}
+    start, models = snapshot(start_model), {}
     histories = paired_runs(train, val, source=source, build=build, runs=[_PANEL_NAME[r] for r in runs],
-                            nc=train.nc, depth=depth, unfreeze_at=unfreeze_at, epochs=epochs,
-                            batch_size=batch_size, seed=seed, models=models, optimizer=optimizer, lr=lr,
-                            schedule=schedule, clip=clip, device="cpu")
+                            nc=train.nc, depth=depth, unfreeze_at=unfreeze_at, seed=seed, models=models,
+                            **recipe.fit_options())
     schedules = {"full": {}, "frozen": {0: depth}, "staged": {0: depth, unfreeze_at: 0}}
-    x, y = train.x[:batch_size], train.y[:batch_size]
+    x, y = train.x[:recipe.batch_size], train.y[:recipe.batch_size]
     times = _step_ms(start_model, {d for r in runs for d in schedules[r].values()} | {0}, x, y, timing_steps)
     nb = len(histories[_PANEL_NAME[runs[0]]].loss) // epochs
     results = []
@@ -202,12 +218,7 @@ def compare_freezing(n_per_class: int = 40, *, gap: float = 0.3, classes: Sequen
         results.append(FreezeRun(name, tuple(plan.items()), _trainable(start_model, plan.get(0, 0)),
                                  sum(p.numel() for p in model.parameters()), tuple((d, times[d]) for d in used),
                                  seconds, _mean_drift(model, start, depth), history.val["accuracy"][-1], history))
-    gap_text = f", gap {gap:g}" if gap else ""
-    lr_text = f"lr {lr:g}" if lr is not None else "the default lr"
-    setting = (f"{train.nc} classes ({', '.join(train.classes)}), {n_per_class}/class ({len(train)} images){gap_text}; "
-               f"{epochs} epochs of {nb} steps, optimizer {optimizer}, {lr_text}, "
-               f"schedule {type(schedule).__name__ if schedule else 'constant'}; freeze depth {depth}")
-    return FreezeComparison(setting, depth, unfreeze_at, tuple(results))
+    return FreezeComparison(_setting(target, recipe, train, nb, depth), depth, unfreeze_at, tuple(results))
 
 
 # ----------------------------------------------------------------------------------------------- BatchNorm policies
@@ -277,26 +288,34 @@ def layer_output(model: nn.Module, index: int, x: torch.Tensor) -> torch.Tensor:
     return found[0]
 
 
-def compare_bn_policies(n_per_class: int = 10, *, gap: float = 0.3, classes: Sequence[str] = TARGET_CLASSES,
-                        val_per_class: int = VAL_PER_CLASS, depth: int = 9, epochs: int = 2, batch_size: int = 16,
-                        policies: Sequence[str] = BN_POLICIES, optimizer: str = "auto", lr: float | None = None,
-                        seed: int = 0, source: nn.Module | dict | None = None,
+def _policy_row(policy: str, model: nn.Module, history: History, stats0, features0, val, depth: int):
+    drift = BNDrift(r for r in bn_drift(model, stats0) if r.layer is not None and r.layer < depth)
+    features = layer_output(model, depth - 1, val.x)
+    change = ((features - features0).norm() / features0.norm()).item()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return BNPolicyRow(policy, BN_REFERENCES[policy], trainable, len(drift), len(drift.moved()),
+                       max((r.mean_shift for r in drift), default=0.0), change, history.val["accuracy"][-1]), drift
+
+
+def compare_bn_policies(target: Target = BN_TARGET, recipe: Recipe = BN_RECIPE, *, depth: int = 9,
+                        policies: Sequence[str] = BN_POLICIES, seed: int = 0, source: nn.Module | dict | None = None,
                         build: Callable[[int], nn.Module] | None = None) -> BNPolicyComparison:
     """The frozen run once per BatchNorm policy: what moved inside layers ``0..depth-1`` although they are frozen.
 
     Every run starts from the same pretrained model and trains with ``fit(freeze=Freeze({0: depth},
-    bn=policy))``; the target's domain gap gives its batches other statistics than the source's.
+    bn=policy))`` and ``recipe``; the target's domain gap gives its batches other statistics than the source's.
 
     Example:
         >>> from workbench import build_model
-        >>> result = compare_bn_policies(2, epochs=1, batch_size=4, val_per_class=2, source=build_model(nc=10))
+        >>> result = compare_bn_policies(Target(2, val_per_class=2), Recipe(epochs=1, batch_size=4),
+        ...                              source=build_model(nc=10))
         >>> [(r.policy, r.moved > 0) for r in result.rows]
         [('eval', False), ('train', True), ('affine', True), ('frozen', False)]
     """
     unknown = [p for p in policies if p not in BN_POLICIES]
     if unknown or not policies:
         raise ValueError(f"unknown BatchNorm policies {unknown or list(policies)}; choose from {list(BN_POLICIES)}")
-    train, val = target_data(n_per_class, gap=gap, classes=classes, val_per_class=val_per_class, seed=seed)
+    train, val = target.data(seed)
     source, build = _source_and_build(source, build)
     start_model, _ = setup_run("pretrained", source, build, train.nc, depth=depth, seed=seed)
     if not 0 < depth < len(numbered_layers(start_model)):
@@ -307,18 +326,11 @@ def compare_bn_policies(n_per_class: int = 10, *, gap: float = 0.3, classes: Seq
     for policy in policies:
         models: dict[str, nn.Module] = {}
         histories[policy] = paired_runs(train, val, source=source, build=build, runs=["frozen"], nc=train.nc,
-                                        depth=depth, epochs=epochs, batch_size=batch_size, seed=seed, models=models,
-                                        optimizer=optimizer, lr=lr, bn=policy,
-                                        device="cpu")["frozen"]
-        model = models["frozen"]
-        drift = BNDrift(r for r in bn_drift(model, stats0) if r.layer is not None and r.layer < depth)
-        features = layer_output(model, depth - 1, val.x)
-        change = ((features - features0).norm() / features0.norm()).item()
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        rows.append(BNPolicyRow(policy, BN_REFERENCES[policy], trainable, len(drift), len(drift.moved()),
-                                max((r.mean_shift for r in drift), default=0.0), change,
-                                histories[policy].val["accuracy"][-1]))
-        drifts[policy] = drift
-    setting = (f"layers 0-{depth - 1} frozen, the rest trained {epochs} epochs on {len(train)} images "
-               f"({n_per_class}/class{f', gap {gap:g}' if gap else ''})")
+                                        depth=depth, bn=policy, seed=seed, models=models,
+                                        **recipe.fit_options())["frozen"]
+        row, drifts[policy] = _policy_row(policy, models["frozen"], histories[policy], stats0, features0, val, depth)
+        rows.append(row)
+    gap = f", gap {target.gap:g}" if target.gap else ""
+    setting = (f"layers 0-{depth - 1} frozen, the rest trained {recipe.epochs} epochs on {len(train)} images "
+               f"({target.n_per_class}/class{gap})")
     return BNPolicyComparison(setting, tuple(rows), drifts, histories)

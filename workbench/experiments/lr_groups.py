@@ -23,15 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import pretrained
 from ..layers import numbered_layers
 from ..monitor import snapshot, weight_drift
 from ..optim import make_optimizer
-from ..runs import default_build, setup_run
-from ..schedules import Preview, Schedule, YoloSchedule
+from ..runs import default_build, default_source, setup_run
+from ..schedules import Preview, YoloSchedule
 from ..table import Table, TextResult
-from ..training import DEFAULT_CLIP, Batches, History, fit
-from .pretraining import TARGET_CLASSES, VAL_PER_CLASS, target_data
+from ..training import Batches, History, fit
+from .recipe import Recipe, Target
+
+HEAD_LR_TARGET = Target(n_per_class=10)
+HEAD_LR_RECIPE = Recipe(epochs=4, batch_size=8, optimizer="sgd", lr=0.001)  # schedule None: see compare_head_lr
 
 
 # ----------------------------------------------------------------------------------------------- the groups
@@ -214,59 +216,68 @@ def _stage_drift(model: nn.Module, start: dict) -> tuple[float, float]:
     return (statistics.fmean(backbone) if backbone else 0.0), (statistics.fmean(head) if head else 0.0)
 
 
-def compare_head_lr(n_per_class: int = 10, *, head_mults: Sequence[float] = (1, 10), gap: float = 0.0,
-                    classes: Sequence[str] = TARGET_CLASSES, val_per_class: int = VAL_PER_CLASS, lr: float = 0.001,
-                    optimizer: str = "sgd", schedule: Schedule | None = None, epochs: int = 4, batch_size: int = 8,
-                    clip: float | None = DEFAULT_CLIP, seed: int = 0, source: nn.Module | dict | None = None,
+def _head_lr_schedule(recipe: Recipe):
+    if recipe.optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"recipe.optimizer must be 'sgd' or 'adamw' (got {recipe.optimizer!r})")
+    if recipe.lr is None:
+        raise ValueError("recipe.lr must be set: the base (backbone) learning rate lr0, e.g. Recipe(lr=0.001)")
+    if recipe.schedule is not None:
+        return recipe.schedule
+    return YoloSchedule("ultralytics", warmup_epochs=1, warmup_bias_lr=0.1 if recipe.optimizer == "sgd" else 0.0)
+
+
+def _head_lr_run(mult: float, train, val, recipe: Recipe, schedule, seed: int, source, build) -> HeadLRRun:
+    model, _ = setup_run("pretrained", source, build, train.nc, depth=0, seed=seed)
+    start = snapshot(model)
+    opt = make_optimizer(model, recipe.optimizer, lr=recipe.lr, lr_mult=None if mult == 1 else {"head": mult})
+    groups, history = group_table(opt), History()
+    preview = schedule.preview(opt, nb=len(Batches(train, recipe.batch_size)), epochs=recipe.epochs)
+    fit(model, train, val, **{**recipe.fit_options(), "optimizer": opt, "lr": None, "schedule": schedule},
+        seed=seed, progress=False, history=history)
+    if history.status != "completed":
+        raise RuntimeError(f"the head x{mult:g} run did not complete ({history.status}): {history.events}")
+    return HeadLRRun(mult, groups, preview, history, _max_difference(history.lr, preview.lr),
+                     _max_difference(history.momentum, preview.momentum), *_stage_drift(model, start))
+
+
+def compare_head_lr(target: Target = HEAD_LR_TARGET, recipe: Recipe = HEAD_LR_RECIPE, *,
+                    head_mults: Sequence[float] = (1, 10), seed: int = 0, source: nn.Module | dict | None = None,
                     build: Callable[[int], nn.Module] | None = None) -> HeadLRComparison:
-    """Fine-tune the pretrained model on the target task once per head multiplier, same seed and data.
+    """Fine-tune the pretrained model on ``target`` once per head multiplier, same recipe, seed and data.
 
     Each run: a model built under ``seed`` receives the source's matching weights (the class layer
-    stays fresh), ``make_optimizer(model, optimizer, lr=lr, lr_mult={"head": mult})``, the
-    schedule's preview of its groups, then ``fit`` with that schedule.
+    stays fresh), ``make_optimizer(model, recipe.optimizer, lr=recipe.lr, lr_mult={"head": mult})``,
+    the schedule's preview of its groups, then ``fit`` with that schedule.
 
     Args:
-        n_per_class, gap, classes, val_per_class: the target task (lesson 1's ``target_data``).
-        head_mults: the head's LR multipliers, one run each (1: one LR for every layer).
-        lr: the base (backbone) learning rate ``lr0``.
-        optimizer: ``"sgd"`` (the bias warmup is SGD's) or ``"adamw"``.
-        schedule: default ``YoloSchedule("ultralytics", warmup_epochs=1)``, with ``warmup_bias_lr=0``
+        target: the task's data (lesson 1's four shapes, 10 images per class).
+        recipe: ``fit``'s options; ``recipe.lr`` is the base (backbone) learning rate ``lr0``,
+            ``recipe.optimizer`` ``"sgd"`` (the bias warmup is SGD's) or ``"adamw"``; ``recipe.schedule``
+            ``None`` means ``YoloSchedule("ultralytics", warmup_epochs=1)``, with ``warmup_bias_lr=0``
             for AdamW as Ultralytics sets it.
-        epochs, batch_size, clip, seed: ``fit``'s options.
-        source, build: the pretrained weights (default ``workbench.pretrained("shapes_n")``) and
+        head_mults: the head's LR multipliers, one run each (1: one LR for every layer).
+        seed: the seed of the data, the new head and the batch order.
+        source, build: the pretrained weights (default ``workbench.runs.default_source()``) and
             ``nc -> model`` (default: a workbench model like the source).
 
     Example:
         >>> from workbench import build_model
-        >>> result = compare_head_lr(2, epochs=2, batch_size=4, val_per_class=2, source=build_model(nc=10))
+        >>> result = compare_head_lr(Target(2, val_per_class=2), HEAD_LR_RECIPE.replace(epochs=2, batch_size=4),
+        ...                          source=build_model(nc=10))
         >>> [run.head_mult for run in result.runs], result[10].lr_error
         ([1, 10], 0.0)
     """
     if not head_mults:
         raise ValueError("head_mults needs at least one multiplier, e.g. (1, 10)")
-    if optimizer not in ("sgd", "adamw"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adamw' (got {optimizer!r})")
-    if schedule is None:
-        schedule = YoloSchedule("ultralytics", warmup_epochs=1, warmup_bias_lr=0.1 if optimizer == "sgd" else 0.0)
-    train, val = target_data(n_per_class, gap=gap, classes=classes, val_per_class=val_per_class, seed=seed)
-    source = pretrained("shapes_n") if source is None else source
+    schedule = _head_lr_schedule(recipe)
+    train, val = target.data(seed)
+    source = default_source() if source is None else source
     build = build or default_build(source)
-    runs = []
-    for mult in head_mults:
-        model, _ = setup_run("pretrained", source, build, train.nc, depth=0, seed=seed)
-        start = snapshot(model)
-        opt = make_optimizer(model, optimizer, lr=lr, lr_mult=None if mult == 1 else {"head": mult})
-        groups = group_table(opt)
-        history = History()
-        preview = schedule.preview(opt, nb=len(Batches(train, batch_size)), epochs=epochs)
-        fit(model, train, val, epochs=epochs, batch_size=batch_size, optimizer=opt, schedule=schedule, clip=clip,
-            seed=seed, progress=False, history=history, device="cpu")
-        if history.status != "completed":
-            raise RuntimeError(f"the head x{mult:g} run did not complete ({history.status}): {history.events}")
-        runs.append(HeadLRRun(mult, groups, preview, history, _max_difference(history.lr, preview.lr),
-                              _max_difference(history.momentum, preview.momentum), *_stage_drift(model, start)))
+    runs = [_head_lr_run(mult, train, val, recipe, schedule, seed, source, build) for mult in head_mults]
     warm = f"warmup {runs[0].preview.warmup} of {runs[0].history.step} iterations"
-    setting = (f"{train.nc} classes, {n_per_class}/class ({len(train)} images){f', gap {gap:g}' if gap else ''}; "
-               f"{optimizer.upper() if optimizer == 'sgd' else 'AdamW'} lr0 {lr:g}, "
-               f"{type(schedule).__name__}({getattr(schedule, 'profile', '')}), {warm}, {epochs} epochs")
+    gap = f", gap {target.gap:g}" if target.gap else ""
+    optimizer = "SGD" if recipe.optimizer == "sgd" else "AdamW"
+    setting = (f"{train.nc} classes, {target.n_per_class}/class ({len(train)} images){gap}; {optimizer} lr0 "
+               f"{recipe.lr:g}, {type(schedule).__name__}({getattr(schedule, 'profile', '')}), {warm}, "
+               f"{recipe.epochs} epochs")
     return HeadLRComparison(setting, tuple(runs))

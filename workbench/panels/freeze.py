@@ -21,6 +21,7 @@ from ..freezing import BN_POLICIES, set_freeze_depth
 from ..layers import numbered_layers
 from ..modes import eval_mode
 from ..plots import freeze_map
+from ..plots.layers import freeze_rows, frozen_span
 from ..table import Table
 from ..training import step_time
 from .base import STYLE, Panel, live_figure, refresh_figure
@@ -96,7 +97,7 @@ class FreezePanel(Panel):
         >>> panel = FreezePanel(build_model(nc=3), steps=0)
         >>> panel.depth.value = 9
         >>> panel.summary.value
-        "depth=9, bn='eval': 9 layers frozen (1,108,048 parameters), trainable 334,083 of 1,442,131 (23.2%)"
+        "depth=9, bn='eval': layers 0-8 frozen, 1,108,048 parameters frozen; trainable 334,083 of 1,442,131 (23.2%)"
     """
 
     CONTROLS = ("depth", "bn")
@@ -133,7 +134,8 @@ class FreezePanel(Panel):
         report, depth = self.report, self.depth.value
         frozen = report.total - report.trainable
         share = 100 * report.trainable / report.total if report.total else 0.0
-        self.summary.value = (f"depth={depth}, bn={self.bn.value!r}: {depth} layers frozen ({frozen:,} parameters), "
+        span = frozen_span(freeze_rows(self.model))  # the freeze map's title says the same
+        self.summary.value = (f"depth={depth}, bn={self.bn.value!r}: {span}, {frozen:,} parameters frozen; "
                               f"trainable {report.trainable:,} of {report.total:,} ({share:.1f}%)")
         refresh_figure(self.figure, freeze_map(self.model))
         self.step_seconds = step_time(self.model, *self.example, steps=self.steps) if self.steps else None

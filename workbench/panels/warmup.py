@@ -11,6 +11,7 @@ import html
 from collections.abc import Iterable
 
 import ipywidgets as widgets
+import plotly.graph_objects as go
 from torch import nn
 
 from ..models import build_model
@@ -87,7 +88,12 @@ class WarmupPanel(Panel):
             groups = self.groups()
             preview = self.schedule().preview(groups, nb=self.nb.value, epochs=self.epochs.value)
         except ValueError as err:
-            self.message.value = f"<span style='color:#b00'>{html.escape(str(err), quote=False)}</span>"
+            shown = "the figure shows the last valid settings" if self.figure is not None else "no preview yet"
+            self.message.value = (f"<span style='color:#b00'>{html.escape(str(err), quote=False)}</span> "
+                                  f"({shown})")
+            if self.figure is None:  # the first settings are already invalid: an empty figure until they are fixed
+                self.figure = live_figure(go.Figure(layout=dict(title="no preview: change the settings above",
+                                                                height=460)))
             return
         self.message.value = ""
         self.preview = preview
@@ -118,8 +124,8 @@ class WarmupPanel(Panel):
     def _table(self, i: int) -> str:
         preview, nb = self.preview, self.nb.value
         phase = "warming up" if i < preview.warmup else "after warmup"
-        head = (f"<b>iteration {i}</b> (epoch {i // nb}, batch {i % nb}): {phase} "
-                f"(warmup: {preview.warmup} iterations)")
+        where = f"epoch {i // nb + 1} of {self.epochs.value}, batch {i % nb + 1} of {nb}"  # counted from 1
+        head = f"<b>iteration {i}</b> ({where}): {phase} (warmup: {preview.warmup} iterations)"
         rows = [{"group": name, "parameters": self._sizes.get(name, 0), "lr": f"{lr:.6g}", "momentum": f"{m:.4f}"}
                 for name, (lr, m) in self.at(i).items()]
         return f"<p>{head}</p>" + Table(("group", "parameters", "lr", "momentum"), rows)._repr_html_()

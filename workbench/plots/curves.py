@@ -60,9 +60,90 @@ def _line(x, y, name: str, k: int, panel: int, dash: str | None = None, **extra)
                 line=dict(color=colour(k), dash=dash), **on(panel), **{"mode": "lines", **extra})
 
 
+def coinciding_curves(curves: Mapping[str, np.ndarray]) -> list[list[str]]:
+    """Names grouped by equal curves (same length, equal values at every step), in first-seen order.
+
+    Example:
+        >>> coinciding_curves({"weight": np.ones(3), "norm": np.ones(3), "bias": np.zeros(3)})
+        [['weight', 'norm'], ['bias']]
+    """
+    classes: list[list[str]] = []
+    for name, y in curves.items():
+        same = next((c for c in classes if len(curves[c[0]]) == len(y) and np.allclose(curves[c[0]], y)), None)
+        if same is None:
+            classes.append([name])
+        else:
+            same.append(name)
+    return classes
+
+
+PREVIEW_EXTRA_WIDTH, PREVIEW_OPACITY = 6.0, 0.3  # the preview: a wide pale band beneath the recorded line
+
+
+def _source(preview: Preview | None, history: History | None, key: str) -> dict[str, np.ndarray]:
+    """Per group, the curve that decides what coincides: the preview's where there is one, else the record."""
+    curves = {}
+    for name in _group_names(preview, history):
+        found = getattr(preview, key) if preview is not None and name in preview.lr else getattr(history, key)
+        curves[name] = np.asarray(found[name], dtype=float)
+    return curves
+
+
+def _lr_traces(preview: Preview | None, history: History | None, index: dict[str, int]) -> list[dict]:
+    """One line per group and source; coinciding groups stacked widest first, one legend entry per curve."""
+    traces = []
+    for group in coinciding_curves(_source(preview, history, "lr")):
+        label = " = ".join(group)
+        for j, name in enumerate(group):
+            width = 1.5 + 2.5 * (len(group) - 1 - j)
+            others = [g for g in group if g != name]
+            same = f" (same curve as {', '.join(others)})" if others else ""
+            for kind, source in (("preview", preview), ("recorded", history)):
+                if source is None or name not in source.lr:
+                    continue
+                y = source.lr[name]
+                line = dict(width=width + PREVIEW_EXTRA_WIDTH if kind == "preview" else width)
+                trace = _line(np.arange(len(y)), y, label, index[name], 1, legendgroup=label,
+                              showlegend=False, meta=dict(group=name, kind=kind, value="lr", same=others),
+                              hovertemplate=f"{name}, {kind}{same}<br>iteration %{{x}}: lr %{{y:.6g}}<extra></extra>")
+                trace["line"].update(line)
+                if kind == "preview":
+                    trace["opacity"] = PREVIEW_OPACITY
+                traces.append(trace)
+        mine = [t for t in traces if t["legendgroup"] == label]
+        next((t for t in mine if t["meta"]["kind"] == "recorded"), mine[0])["showlegend"] = True
+    return traces
+
+
+def _momentum_traces(preview: Preview | None, history: History | None, index: dict[str, int]) -> list[dict]:
+    """One momentum line per set of groups that share it (usually one for all), per source."""
+    traces = []
+    for group in coinciding_curves(_source(preview, history, "momentum")):
+        who = "every group" if len(group) == len(index) else ", ".join(group)
+        for kind, source in (("preview", preview), ("recorded", history)):
+            present = [g for g in group if source is not None and g in source.momentum]
+            if not present:
+                continue
+            y = source.momentum[present[0]]
+            trace = _line(np.arange(len(y)), y, f"momentum, {who}", index[group[0]], 2, showlegend=False,
+                          meta=dict(groups=present, kind=kind, value="momentum"),
+                          hovertemplate=f"momentum of {who}, {kind}<br>iteration %{{x}}: %{{y:.4f}}<extra></extra>")
+            if len(group) == len(index) > 1:
+                trace["line"]["color"] = "#444"
+            if kind == "preview":
+                trace["line"]["width"], trace["opacity"] = 2 + PREVIEW_EXTRA_WIDTH, PREVIEW_OPACITY
+            traces.append(trace)
+    return traces
+
+
 def lr_curves(preview: Preview | None = None, history: History | None = None, *, at: int | None = None,
               title: str = "Learning rate and momentum per parameter group") -> go.Figure:
-    """Every group's LR (top) and momentum (bottom) per iteration: the preview dashed, the recorded run solid.
+    """Every group's LR (top) and momentum (bottom) per iteration: the preview a wide pale band, the record a line.
+
+    Nothing hides: groups whose curves coincide are drawn as stacked lines, the widest first, and
+    share one legend entry (``"weight = norm"``); the hover names every group on the curve. The
+    momentum is drawn once per set of groups that share it. Each trace's ``meta`` says what it is
+    (``group``/``groups``, ``kind`` "preview" or "recorded", ``value`` "lr" or "momentum").
 
     Args:
         preview: ``schedule.preview(groups, nb, epochs)``, the curves before training.
@@ -73,23 +154,15 @@ def lr_curves(preview: Preview | None = None, history: History | None = None, *,
         >>> from workbench import YoloSchedule, build_model, param_groups
         >>> preview = YoloSchedule("ultralytics").preview(param_groups(build_model(), 0.01), nb=10, epochs=5)
         >>> fig = lr_curves(preview, at=3)
-        >>> [trace.name for trace in fig.data if trace.showlegend is not False]
-        ['weight (preview)', 'norm (preview)', 'bias (preview)']
-        >>> float(fig.data[4].y[0]), float(fig.data[0].y[0])  # at iteration 0: bias LR 0.1, weight LR 0
-        (0.1, 0.0)
+        >>> [trace.name for trace in fig.data if trace.showlegend]  # weight and norm share one curve
+        ['weight = norm', 'bias']
+        >>> [(t.meta["group"], float(t.y[0])) for t in fig.data if t.meta["value"] == "lr"]  # iteration 0
+        [('weight', 0.0), ('norm', 0.0), ('bias', 0.1)]
     """
     if preview is None and history is None:
         raise ValueError("lr_curves needs a preview (schedule.preview(...)), a History, or both")
-    traces = []
-    for k, name in enumerate(_group_names(preview, history)):
-        for panel, key in ((1, "lr"), (2, "momentum")):
-            legend = dict(legendgroup=name, showlegend=panel == 1)
-            if preview is not None and name in preview.lr:
-                y = getattr(preview, key)[name]
-                traces.append(_line(np.arange(len(y)), y, f"{name} (preview)", k, panel, "dash", **legend))
-            if history is not None and name in history.lr:
-                y = getattr(history, key)[name]
-                traces.append(_line(np.arange(len(y)), y, f"{name} (recorded)", k, panel, **legend))
+    index = {name: k for k, name in enumerate(_group_names(preview, history))}
+    traces = _lr_traces(preview, history, index) + _momentum_traces(preview, history, index)
     layout = stacked([0.65, 0.35], gap=0.08)
     layout["yaxis"]["title"], layout["yaxis2"]["title"] = "learning rate", "momentum"
     layout["xaxis2"]["title"] = "iteration"
@@ -99,6 +172,9 @@ def lr_curves(preview: Preview | None = None, history: History | None = None, *,
                            fillcolor="#888", opacity=0.12, line_width=0, layer="below"))
         notes.append(dict(text=f"warmup ({preview.warmup} it)", x=0, xref="x", y=1, yref="paper", xanchor="left",
                           yanchor="bottom", showarrow=False))
+    if preview is not None and history is not None:
+        notes.append(dict(text="wide pale band: preview · thin line: recorded", x=1, xref="paper", y=1,
+                          yref="paper", xanchor="right", yanchor="bottom", showarrow=False))
     if at is not None:
         shapes.append(dict(type="line", xref="x", yref="paper", x0=at, x1=at, y0=0, y1=1,
                            line=dict(color="black", width=1.5)))
@@ -118,9 +194,34 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     return (total[k] - total[start]) / (k - start)
 
 
+def shared_points(a, b) -> int:
+    """How many of the first ``min(len(a), len(b))`` values two curves have exactly in common.
+
+    Example:
+        >>> shared_points([0.5, 0.7, 0.9], [0.5, 0.7, 0.6, 0.8])
+        2
+    """
+    n = min(len(a), len(b))
+    return int(np.sum(np.asarray(a[:n], dtype=float) == np.asarray(b[:n], dtype=float)))
+
+
+def _overlaps(curves: Mapping[str, list[float]], unit: str) -> dict[str, str]:
+    """Per run, the hover note naming the runs drawn on the same points (e.g. a staged run while still frozen)."""
+    notes = {}
+    for name, y in curves.items():
+        same = [f"{other} at {count} of {min(len(y), len(curves[other]))} {unit}" for other in curves
+                if other != name and (count := shared_points(y, curves[other]))]
+        notes[name] = f"<br>same as {'; '.join(same)}" if same else ""
+    return notes
+
+
 def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "Runs on the same seed and data"
                  ) -> go.Figure:
     """Training loss per step (left) and validation accuracy per epoch (right) of several runs, overlaid.
+
+    Runs that share points (a staged run is its frozen twin until it unfreezes) stay visible: when
+    any two coincide somewhere, each run is drawn wider than the next (the first widest), and the
+    hover names the runs on the same points.
 
     Example:
         >>> from workbench import History
@@ -131,13 +232,22 @@ def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "
     """
     if not runs:
         raise ValueError("compare_runs needs at least one run: {name: History}")
+    losses = {name: list(_smooth(h.loss, smooth)) for name, h in runs.items()}
+    accuracies = {name: list(h.val.get("accuracy", [])) for name, h in runs.items()}
+    loss_notes, accuracy_notes = _overlaps(losses, "steps"), _overlaps(accuracies, "epochs")
+    stacked_runs = any(loss_notes.values()) or any(accuracy_notes.values())
     traces = []
-    for k, (name, history) in enumerate(runs.items()):
-        accuracy = history.val.get("accuracy", [])
-        traces.append(_line(np.arange(1, history.step + 1), _smooth(history.loss, smooth), name, k, 1,
-                            legendgroup=name))
-        traces.append(_line(np.arange(1, len(accuracy) + 1), accuracy, name, k, 2, legendgroup=name,
-                            showlegend=False, mode="lines+markers"))
+    for k, name in enumerate(runs):
+        extra = len(runs) - 1 - k if stacked_runs else 0
+        loss = _line(np.arange(1, len(losses[name]) + 1), losses[name], name, k, 1, legendgroup=name,
+                     hovertemplate=f"{name}<br>step %{{x}}: loss %{{y:.4g}}{loss_notes[name]}<extra></extra>")
+        accuracy = _line(np.arange(1, len(accuracies[name]) + 1), accuracies[name], name, k, 2, legendgroup=name,
+                         showlegend=False, mode="lines+markers", marker=dict(size=6 + 4 * extra),
+                         hovertemplate=f"{name}<br>epoch %{{x}}: accuracy %{{y:.3f}}{accuracy_notes[name]}"
+                                       "<extra></extra>")
+        for trace in (loss, accuracy):
+            trace["line"]["width"] = 1.5 + 2.0 * extra
+        traces += [loss, accuracy]
     loss_title = "training loss" + (f" (mean of {smooth} steps)" if smooth > 1 else "")
     layout = side_by_side(2, titles=(loss_title, "validation accuracy"))
     layout["xaxis"]["title"], layout["yaxis"]["title"] = "step", "loss"

@@ -8,7 +8,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from html import escape
 
@@ -121,12 +120,54 @@ def _state(frozen: int, total: int) -> str:
     return "frozen" if frozen == total else "trainable" if frozen == 0 else "partly frozen"
 
 
-def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) -> go.Figure:
-    """Frozen or trainable, per numbered layer (bar height: its parameters, log scale), with a BatchNorm badge.
+def compact(count: int) -> str:
+    """A parameter count in at most four characters: ``464``, ``18.6k``, ``460k``, ``1.4M``.
 
-    The badge above a bar names the BatchNorm policy of the frozen layer (``eval``, ``train``,
-    ``affine``, ``frozen``); the title gives the trainable share. The figure always has one bar
-    trace per state (empty when no layer is in it) and the badge trace, so a live view updates in place.
+    Example:
+        >>> [compact(n) for n in (464, 18_560, 460_288, 1_442_131)]
+        ['464', '18.6k', '460k', '1.4M']
+    """
+    for size, unit in ((1_000_000, "M"), (1_000, "k")):
+        if count >= size:
+            value = count / size
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(count)
+
+
+def frozen_span(rows: list[tuple[int, str, str, int, int, str]]) -> str:
+    """Which layers a freeze froze, from :func:`freeze_rows`: ``"layers 0-4 frozen (1 of them has no parameters)"``.
+
+    A layer counts as frozen when any of its parameters is; a layer without parameters inside the
+    frozen span is named apart, and so are partly frozen ones (e.g. BatchNorm's gamma and beta
+    left trainable by ``bn="affine"``). The freeze panel's summary and the freeze map's title both use it.
+
+    Example:
+        >>> frozen_span([(0, "Conv", "backbone", 10, 10, ""), (1, "ReLU", "backbone", 0, 0, ""),
+        ...              (2, "Conv", "backbone", 5, 10, "affine"), (3, "Linear", "head", 0, 4, "")])
+        'layers 0-2 frozen (1 of them partly, 1 has no parameters)'
+    """
+    touched = [r for r in rows if r[3] > 0]
+    if not touched:
+        return "no layer frozen"
+    last = max(r[0] for r in touched)
+    inside = [r for r in rows if r[0] <= last]
+    if any(r[3] == 0 and r[4] > 0 for r in inside):  # not a prefix: a list of layers or name patterns
+        return f"{len(touched)} layer{'s' * (len(touched) != 1)} frozen ({', '.join(str(r[0]) for r in touched)})"
+    span = "layer 0 frozen" if last == 0 else f"layers 0-{last} frozen"
+    partly, empty = sum(0 < r[3] < r[4] for r in inside), sum(r[4] == 0 for r in inside)
+    notes = ([f"{partly} of them partly"] if partly else []) + (
+        [f"{empty} {'has' if empty == 1 else 'have'} no parameters"] if empty else [])
+    return span + (f" ({', '.join(notes)})" if notes else "")
+
+
+def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) -> go.Figure:
+    """Frozen or trainable, per numbered layer (bar height: its parameters, linear, the count printed on it).
+
+    The height is true to scale, so the first layers' bars are as small as their share of the
+    model; the count above each bar gives the number. A badge names the BatchNorm policy of a
+    frozen layer (``eval``, ``train``, ``affine``, ``frozen``); the title names the frozen layers
+    (:func:`frozen_span`) and the trainable share. The figure always has one bar trace per state
+    (empty when no layer is in it) and the badge trace, so a live view updates in place.
 
     Example:
         >>> from workbench import build_model, freeze
@@ -135,31 +176,35 @@ def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) ->
         >>> fig = freeze_map(model)
         >>> [(trace.name, len(trace.x)) for trace in fig.data][:3], list(fig.data[-1].text)
         ([('frozen', 0), ('partly frozen', 3), ('trainable', 7)], ['affine', 'affine', 'affine'])
+        >>> list(fig.data[1].text), fig.layout.title.text.split(" · ")[0]
+        (['464', '4.7k', '7.4k'], 'layers 0-2 frozen (3 of them partly)')
     """
     rows = freeze_rows(source)
+    top = max((r[4] for r in rows), default=1) or 1
     traces = []
     for state, colour in STATE_COLOURS.items():
         mine = [r for r in rows if _state(r[3], r[4]) == state]
         traces.append(dict(
-            type="bar", x=np.array([r[0] for r in mine], dtype=int), y=np.array([max(r[4], 1) for r in mine]),
-            name=state, marker_color=colour,
-            showlegend=bool(mine), hovertemplate="%{hovertext}<extra></extra>",
+            type="bar", x=np.array([r[0] for r in mine], dtype=int), y=np.array([r[4] for r in mine]),
+            name=state, marker_color=colour, text=[compact(r[4]) for r in mine], textposition="outside",
+            width=0.8,  # per bar: a trace's automatic width follows its own x spacing, so states would differ
+            textfont=dict(size=10), cliponaxis=False,
+            showlegend=bool(mine) and state != "no parameters",  # a zero-height bar: its "0" label says it
+            hovertemplate="%{hovertext}<extra></extra>",
             hovertext=[f"layer {r[0]} {r[1]} ({r[2]})<br>{state}: {r[3]:,} of {r[4]:,} parameters frozen"
                        + (f"<br>BatchNorm policy: {r[5]}" if r[5] else "") for r in mine]))
     badges = [r for r in rows if r[5]]
     traces.append(dict(type="scatter", x=np.array([r[0] for r in badges], dtype=int), text=[r[5] for r in badges],
-                       y=np.array([max(r[4], 1) for r in badges]), mode="text", textposition="top center",
-                       textfont=dict(size=10, color="#334"), name="BatchNorm policy", showlegend=False,
-                       hoverinfo="skip"))
+                       y=np.array([r[4] + 0.1 * top for r in badges], dtype=float), mode="text",
+                       textposition="top center", textfont=dict(size=10, color="#334"), name="BatchNorm policy",
+                       showlegend=False, hoverinfo="skip"))
     total = sum(r[4] for r in rows)
     trainable = total - sum(r[3] for r in rows)
-    frozen_layers = sum(r[3] == r[4] > 0 for r in rows)
     share = 100 * trainable / total if total else 0.0
-    headline = f"{frozen_layers} layers frozen · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)"
-    top = max((r[4] for r in rows), default=1)
-    layout = dict(title=title or headline, height=360, margin=MARGIN, bargap=0.2, barmode="overlay",
-                  legend=dict(orientation="h", y=-0.2),
-                  xaxis=dict(title="layer", tickvals=[r[0] for r in rows], ticktext=[f"{r[0]} {r[1]}" for r in rows]),
-                  yaxis=dict(title="parameters (text: BatchNorm policy)", type="log",
-                             range=[0, math.log10(max(top, 10)) + 0.6]))
+    headline = f"{frozen_span(rows)} · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)"
+    layout = dict(title=title or headline, height=380, margin=MARGIN, bargap=0.2, barmode="overlay",
+                  legend=dict(orientation="h", y=-0.3),
+                  xaxis=dict(title="layer", tickvals=[r[0] for r in rows], tickangle=0, tickfont=dict(size=10),
+                             ticktext=[f"{r[0]}<br>{r[1]}" for r in rows]),  # two lines: long type names fit
+                  yaxis=dict(title="parameters in the layer", range=[0, 1.3 * top]))
     return go.Figure(traces, layout)
