@@ -38,10 +38,11 @@ def test_init_signal_summarises_signal_propagation(seed):
     summary = scratch.init_signal(x, schemes=["kaiming", "normal", "zero"])
     reference = signal_propagation(build_model(nc=3), x, ["kaiming", "normal", "zero"], (True, False))
     assert list(summary.rows) == reference
-    table = {(scheme, bn): (first, last) for scheme, bn, first, last, _ in summary.table}
+    table = {(scheme, bn): (first, last, before) for scheme, bn, first, last, before in summary.table}
     assert len(table) == 6
-    first, last = table[("kaiming", False)]
-    assert (first, last) == (summary.std("kaiming", False, 0), summary.std("kaiming", False))
+    kaiming = [r.std for r in reference if r.scheme == "kaiming" and not r.batchnorm]
+    assert table[("kaiming", False)] == (kaiming[0], kaiming[-1], kaiming[-2])
+    assert str(summary).splitlines()[0].split("  ")[0] == "init" and "std before the head" in str(summary)
     assert summary.std("zero", True) == summary.std("zero", False) == 0.0
     # without BatchNorm a std of 0.01 per weight loses the signal; BatchNorm re-scales every layer
     assert summary.std("normal", False) < 1e-6 < 0.1 < summary.std("normal", True) < 2

@@ -70,15 +70,18 @@ def _shown(header: Sequence[str], rows: Sequence[dict], caption: str) -> Table:
 
 @dataclass(frozen=True, repr=False)
 class SignalSummary(TableResult):
-    """Per initialisation scheme, with and without BatchNorm: the output std of the first and the last layer.
+    """Per initialisation scheme, with and without BatchNorm: the output std of the first layer, of the
+    last layer before the head, and of the head (the last layer).
 
-    ``rows`` are the full :class:`~workbench.stability.SignalRow` list (one per layer call), ready
-    for :func:`workbench.plots.signal_plot`.
+    The head's std is not always the signal's: PyTorch's default initialisation gives the head's
+    linear layer a random bias, which sets the output's std when no signal reaches it. ``rows``
+    are the full :class:`~workbench.stability.SignalRow` list (one per layer call), ready for
+    :func:`workbench.plots.signal_plot`.
     """
 
     rows: tuple[SignalRow, ...]
 
-    HEADER = ("init", "BatchNorm", "std first layer", "std last layer", "last / first")
+    HEADER = ("init", "BatchNorm", "std first layer", "std before the head", "std head (last layer)")
 
     def std(self, scheme: str, batchnorm: bool, index: int = -1) -> float:
         """The output std of the layer at position ``index`` (-1: the last) for one scheme and setting."""
@@ -90,16 +93,14 @@ class SignalSummary(TableResult):
 
     @property
     def table(self) -> list[tuple[str, bool, float, float, float]]:
+        """``(scheme, batchnorm, std first layer, std last layer, std before the head)`` per scheme and setting."""
         keys = list(dict.fromkeys((r.scheme, r.batchnorm) for r in self.rows))
-        out = []
-        for scheme, bn in keys:
-            first, last = self.std(scheme, bn, 0), self.std(scheme, bn, -1)
-            out.append((scheme, bn, first, last, last / first if first > 0 else float("nan")))
-        return out
+        return [(scheme, bn, self.std(scheme, bn, 0), self.std(scheme, bn, -1), self.std(scheme, bn, -2))
+                for scheme, bn in keys]
 
     def as_table(self) -> Table:
-        rows = [{"init": scheme, "BatchNorm": bn, "std first layer": first, "std last layer": last,
-                 "last / first": ratio} for scheme, bn, first, last, ratio in self.table]
+        rows = [{"init": scheme, "BatchNorm": bn, "std first layer": first, "std before the head": before,
+                 "std head (last layer)": last} for scheme, bn, first, last, before in self.table]
         return _shown(self.HEADER, rows, "Signal propagation at initialisation")
 
 

@@ -79,6 +79,18 @@ def shared_scale(histories: Mapping[str, History] | Sequence[History]) -> dict:
     return {"zrange": zrange, "norm_range": (float(low - 0.1), float(high + 0.1))}
 
 
+def _log_span(values) -> tuple[float, float]:
+    """log10 of the smallest and largest positive finite value (0, 0 when there is none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    return (float(np.log10(values.min())), float(np.log10(values.max()))) if len(values) else (0.0, 0.0)
+
+
+def _log_dtick(span: tuple[float, float]) -> int | str:
+    """Ticks of a short log axis: a label per decade when it spans two or more (labels never crowd), else 1-2-5."""
+    return 1 if span[1] - span[0] >= 2 else "D2"
+
+
 def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_columns: int = 300,
                  title: str = "Gradient norms per layer", zrange: tuple[float, float] | None = None,
                  norm_range: tuple[float, float] | None = None) -> go.Figure:
@@ -106,7 +118,8 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
                            name=f"clipped ({len(clipped)} steps)", marker=dict(color="#d62728", size=5)))
     layout = stacked([0.68, 0.32], gap=0.07)
     layout["yaxis"].update(title="layer", autorange="reversed")
-    layout["yaxis2"].update(title="total |g|", type="log", dtick=1, exponentformat="power",  # a label per decade
+    shown = norm_range if norm_range is not None else _log_span(norms)
+    layout["yaxis2"].update(title="total |g|", type="log", dtick=_log_dtick(shown), exponentformat="power",
                             **({"range": list(norm_range)} if norm_range is not None else {}))
     layout["xaxis2"]["title"] = "step"
     shapes, notes = [], []
@@ -142,7 +155,8 @@ def loss_plot(history: History, *, title: str = "Training loss (log axis)") -> g
                       annotation=dict(text=f"non-finite at step {bad.step} ({bad.layer or bad.kind})",
                                       font=dict(color="#d62728")), annotation_position="top left")
     fig.update_layout(title=title, height=320, margin=MARGIN, xaxis_title="step", showlegend=False,
-                      yaxis=dict(title="loss", type="log", dtick=1, exponentformat="power"))
+                      yaxis=dict(title="loss", type="log", dtick=_log_dtick(_log_span(history.loss)),
+                                 exponentformat="power"))
     return fig
 
 
