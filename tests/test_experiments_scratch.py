@@ -81,7 +81,8 @@ def test_remedy_setup_rejects_an_unknown_remedy():
 
 def test_remedies_table_reads_each_run(tiny):
     train, _ = tiny
-    table = scratch.remedies(train, recipe=scratch.REMEDY_RECIPE.replace(epochs=3, batch_size=4, lr=100.0), which=["none", "all"])
+    recipe = scratch.REMEDY_RECIPE.replace(epochs=3, batch_size=4, lr=100.0)
+    table = scratch.remedies(train, recipe=recipe, which=["none", "all"])
     none, fixed = table.row("none"), table.row("all")
     history = table.histories["none"]
     assert none.status == history.status == "non_finite"

@@ -4,8 +4,9 @@ The model is :class:`~workbench.experiments.tiny_resnet.TinyResNet` (plain PyTor
 names); the workbench reads it as its top-level children, numbered in order, the last one with
 parameters (``fc``) being the head. Its "pretrained" weights come from its own source task, six
 shapes (:func:`pretrain_own`); the target task is three other shapes with few images
-(:func:`target_task`), trained with the lesson's :data:`OWN_RECIPE`. :func:`fine_tune` trains it from scratch, from the source weights, and from
-them with the first layers frozen, on the same data and seed. :func:`library_model` builds the
+(:func:`target_task`). :func:`fine_tune` trains it with the lesson's :data:`OWN_RECIPE` from
+scratch, from the source weights, and from them with the first layers frozen, on the same data
+and seed. :func:`library_model` builds the
 same kind of model from torchvision, timm or Ultralytics when one of them is installed.
 
 Example:

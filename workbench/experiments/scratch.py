@@ -35,7 +35,7 @@ from ..stability import (  # LOWER_LR, REMEDIES, remedy_setup: the lesson reads 
     signal_propagation,
 )
 from ..table import Table, TableResult, find_row
-from ..training import History, fit
+from ..training import History
 from ..transfer import transfer
 from .recipe import Recipe
 
@@ -191,11 +191,15 @@ def remedies(train, val=None, recipe: Recipe = REMEDY_RECIPE, *, which: Sequence
     unknown = [name for name in which if name not in REMEDIES]
     if unknown:
         raise ValueError(f"unknown remedy {unknown[0]!r}; choose from {list(REMEDIES)}")
-    histories = {}
-    for name in which:
-        model, options = remedy_setup(name, nc=train.nc, lr=recipe.lr, seed=seed)
-        histories[name] = fit(model, train, val, seed=seed, progress=False, **{**recipe.fit_options(), **options})
+    runs = [_remedy_run(name, train.nc, recipe.lr, seed) for name in which]
+    histories = run_all(runs, train, val, seed=seed, **recipe.fit_options())
     return RemedyTable(tuple(_remedy_row(n, h) for n, h in histories.items()), histories)
+
+
+def _remedy_run(remedy: str, nc: int, lr: float, seed: int) -> Run:
+    """:func:`remedy_setup` as a :class:`~workbench.runs.Run`: its model built at the start, its options on top."""
+    _, options = remedy_setup(remedy, nc=nc, lr=lr, seed=seed)
+    return Run(remedy, lambda: remedy_setup(remedy, nc=nc, lr=lr, seed=seed)[0], options)
 
 
 # ---------------------------------------------------------------- scratch against pretrained
