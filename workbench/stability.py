@@ -3,9 +3,10 @@
 :func:`signal_propagation` re-initialises a copy of a model with each scheme of
 :func:`~workbench.models.init_weights` (and, with ``as_is=``, keeps one copy's own weights) and
 records the mean and std of every numbered layer's output on one batch, with and without
-BatchNorm (:func:`without_batchnorm`): the data of a signal-propagation plot. :func:`scratch_setup` builds the lesson's two runs from the same
-seed: the fragile one (high LR, no BatchNorm, no clipping, no warmup) and the stable one
-(the same LR with BatchNorm, clipping and YOLO's warmup).
+BatchNorm (:func:`without_batchnorm`): the data of a signal-propagation plot.
+:func:`scratch_setup` builds the lesson's two runs from the same seed: the fragile one (high LR,
+no BatchNorm, no clipping, no warmup) and the stable one (the same LR with BatchNorm, clipping
+and YOLO's warmup).
 
 Example:
     >>> import torch
