@@ -86,7 +86,7 @@ def _log_span(values) -> tuple[float, float]:
     return (float(np.log10(values.min())), float(np.log10(values.max()))) if len(values) else (0.0, 0.0)
 
 
-def _log_dtick(span: tuple[float, float]) -> int | str:
+def log_dtick(span: tuple[float, float]) -> int | str:
     """Ticks of a short log axis: a label per decade when it spans two or more (labels never crowd), else 1-2-5."""
     return 1 if span[1] - span[0] >= 2 else "D2"
 
@@ -119,7 +119,7 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
     layout = stacked([0.68, 0.32], gap=0.07)
     layout["yaxis"].update(title="layer", autorange="reversed")
     shown = norm_range if norm_range is not None else _log_span(norms)
-    layout["yaxis2"].update(title="total |g|", type="log", dtick=_log_dtick(shown), exponentformat="power",
+    layout["yaxis2"].update(title="total |g|", type="log", dtick=log_dtick(shown), exponentformat="power",
                             **({"range": list(norm_range)} if norm_range is not None else {}))
     layout["xaxis2"]["title"] = "step"
     shapes, notes = [], []
@@ -155,7 +155,7 @@ def loss_plot(history: History, *, title: str = "Training loss (log axis)") -> g
                       annotation=dict(text=f"non-finite at step {bad.step} ({bad.layer or bad.kind})",
                                       font=dict(color="#d62728")), annotation_position="top left")
     fig.update_layout(title=title, height=320, margin=MARGIN, xaxis_title="step", showlegend=False,
-                      yaxis=dict(title="loss", type="log", dtick=_log_dtick(_log_span(history.loss)),
+                      yaxis=dict(title="loss", type="log", dtick=log_dtick(_log_span(history.loss)),
                                  exponentformat="power"))
     return fig
 
