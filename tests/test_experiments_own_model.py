@@ -18,7 +18,7 @@ from workbench.schedules import YoloSchedule
 
 @pytest.fixture(scope="module")
 def source():
-    return own_model.pretrain_own(n_per_class=3, epochs=1, batch_size=6)
+    return own_model.pretrain_own(own_model.SOURCE_RECIPE.replace(epochs=1, batch_size=6), n_per_class=3)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,10 @@ def test_tasks_are_seeded_and_disjoint():
     assert source_train.classes == own_model.SOURCE_CLASSES and len(source_train) == 18
 
 
-def test_recipe_groups_every_parameter_once_with_the_head_faster():
+def test_fit_options_group_every_parameter_once_with_the_head_faster():
     model = own_model.build(3)
-    options = own_model.recipe(model, lr=0.02, head_mult=10)
+    options = own_model.fit_options(model, own_model.OWN_RECIPE.replace(lr=0.02), head_mult=10)
+    assert (options["epochs"], options["batch_size"], "lr" in options) == (6, 10, False)
     groups = options["optimizer"].param_groups
     assert isinstance(options["optimizer"], torch.optim.AdamW)
     placed = [id(p) for g in groups for p in g["params"]]
@@ -67,7 +68,7 @@ def test_recipe_groups_every_parameter_once_with_the_head_faster():
 
 
 def test_pretrain_own_is_seeded(source):
-    again = own_model.pretrain_own(n_per_class=3, epochs=1, batch_size=6)
+    again = own_model.pretrain_own(own_model.SOURCE_RECIPE.replace(epochs=1, batch_size=6), n_per_class=3)
     assert source.classes == own_model.SOURCE_CLASSES and source.model.fc.out_features == 6
     assert source.steps == 2  # 3 per class of 6 classes, 75 % for training: 12 images in batches of 6
     for (name, a), b in zip(source.model.state_dict().items(), again.model.state_dict().values()):
@@ -96,7 +97,7 @@ def test_start_model_transfers_all_but_the_class_layer_and_freezes(source):
 
 def test_fine_tune_reports_each_run(source, target):
     train, val = target
-    result = own_model.fine_tune(source, train, val, epochs=2, batch_size=3)
+    result = own_model.fine_tune(source, train, val, own_model.OWN_RECIPE.replace(epochs=2, batch_size=3))
     assert [r.run for r in result.rows] == ["scratch", "pretrained", "frozen"]
     for row in result.rows:
         history = result.histories[row.run]
@@ -122,7 +123,7 @@ def test_fine_tune_takes_any_model_and_a_state_dict(target):
     torch.manual_seed(0)
     state = ConftestResNet(num_classes=6).state_dict()
     result = own_model.fine_tune(state, train, val, build=lambda nc: ConftestResNet(num_classes=nc), runs=["frozen"],
-                                 depth=4, epochs=1, batch_size=3)
+                                 depth=4, recipe=own_model.OWN_RECIPE.replace(epochs=1, batch_size=3))
     model = result.models["frozen"]
     assert torch.equal(model.layer1.conv1.weight, state["layer1.conv1.weight"])
     assert [p.requires_grad for p in model.layer3.parameters()] == [True] * len(list(model.layer3.parameters()))
@@ -135,6 +136,18 @@ def test_library_model_says_how_to_install_a_missing_library(monkeypatch):
         own_model.library_model("timm")
     with pytest.raises(ValueError, match="choose one of"):
         own_model.library_model("keras")
+
+
+def test_a_library_installed_for_another_torch_is_reported_not_raised(monkeypatch):
+    def broken(name):
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(importlib, "import_module", broken)
+    assert own_model.library_available("torchvision") is False
+    assert "does not load" in own_model.library_problem("torchvision")
+    with pytest.raises(ValueError, match="does not load"):
+        own_model.library_model("torchvision")
 
 
 def test_library_model_never_asks_for_downloaded_weights(monkeypatch):

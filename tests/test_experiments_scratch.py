@@ -10,6 +10,7 @@ from torch import nn
 
 from workbench import build_model, pretrained, transfer
 from workbench.experiments import scratch
+from workbench.experiments.recipe import Recipe
 from workbench.stability import HIGH_LR, STABLE_CLIP, signal_propagation
 
 
@@ -37,10 +38,11 @@ def test_init_signal_summarises_signal_propagation(seed):
     summary = scratch.init_signal(x, schemes=["kaiming", "normal", "zero"])
     reference = signal_propagation(build_model(nc=3), x, ["kaiming", "normal", "zero"], (True, False))
     assert list(summary.rows) == reference
-    table = {(scheme, bn): (first, last) for scheme, bn, first, last, _ in summary.table}
+    table = {(scheme, bn): (first, last, before) for scheme, bn, first, last, before in summary.table}
     assert len(table) == 6
-    first, last = table[("kaiming", False)]
-    assert (first, last) == (summary.std("kaiming", False, 0), summary.std("kaiming", False))
+    kaiming = [r.std for r in reference if r.scheme == "kaiming" and not r.batchnorm]
+    assert table[("kaiming", False)] == (kaiming[0], kaiming[-1], kaiming[-2])
+    assert str(summary).splitlines()[0].split("  ")[0] == "init" and "std before the head" in str(summary)
     assert summary.std("zero", True) == summary.std("zero", False) == 0.0
     # without BatchNorm a std of 0.01 per weight loses the signal; BatchNorm re-scales every layer
     assert summary.std("normal", False) < 1e-6 < 0.1 < summary.std("normal", True) < 2
@@ -79,7 +81,8 @@ def test_remedy_setup_rejects_an_unknown_remedy():
 
 def test_remedies_table_reads_each_run(tiny):
     train, _ = tiny
-    table = scratch.remedies(train, which=["none", "all"], epochs=3, batch_size=4, lr=100.0)
+    recipe = scratch.REMEDY_RECIPE.replace(epochs=3, batch_size=4, lr=100.0)
+    table = scratch.remedies(train, recipe=recipe, which=["none", "all"])
     none, fixed = table.row("none"), table.row("all")
     history = table.histories["none"]
     assert none.status == history.status == "non_finite"
@@ -106,7 +109,7 @@ def test_remedies_rejects_an_unknown_remedy_before_training(tiny):
 def test_scratch_vs_pretrained_starts_one_run_from_the_source(tiny):
     train, val = tiny
     source = pretrained("shapes_n")
-    result = scratch.scratch_vs_pretrained(train, val, source=source, epochs=1, longer=2, batch_size=4)
+    result = scratch.scratch_vs_pretrained(train, val, Recipe(epochs=1, batch_size=4), source=source, longer=2)
     assert [r.run for r in result.rows] == ["pretrained", "scratch", "scratch x2"]
     assert [r.epochs for r in result.rows] == [1, 1, 2]
     assert result.row("scratch x2").steps == 2 * result.row("scratch").steps
@@ -132,7 +135,7 @@ def test_scratch_vs_pretrained_on_your_own_model(tiny):
     train, val = tiny
     source = TinyResNet(num_classes=10).state_dict()
     result = scratch.scratch_vs_pretrained(train, val, source=source, build=lambda nc: TinyResNet(num_classes=nc),
-                                           epochs=1, batch_size=4)
+                                           recipe=Recipe(epochs=1, batch_size=4))
     assert [r.run for r in result.rows] == ["pretrained", "scratch"]
     assert result.histories["scratch"].layer_names[-1] == "fc"
     with pytest.raises(ValueError, match="longer"):

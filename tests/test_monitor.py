@@ -193,6 +193,22 @@ def test_signal_propagation_with_and_without_batchnorm(tiny_resnet):
         signal_propagation(model, x, "he")
 
 
+def test_signal_propagation_as_is_measures_the_models_own_weights():
+    torch.manual_seed(0)
+    model, x = _ours(), data.shapes(4, classes=3).x
+    rows = signal_propagation(model, x, ("kaiming",), (True, False), as_is="mine")
+    assert [(r.scheme, r.batchnorm) for r in rows[::10]] == [("kaiming", True), ("mine", True), ("kaiming", False),
+                                                             ("mine", False)]
+    for bn in (True, False):  # the model's own forward pass (training mode), no re-initialisation
+        probe = copy.deepcopy(model) if bn else without_batchnorm(model)
+        probe.train()
+        with torch.no_grad(), ActivationStats(probe) as stats:
+            probe(x)
+        assert [r.std for r in rows if r.scheme == "mine" and r.batchnorm == bn] == [r.std for r in stats.rows]
+    with pytest.raises(ValueError, match="as_is"):
+        signal_propagation(model, x, (), as_is="kaiming")
+
+
 def test_without_batchnorm_returns_a_copy(tiny_resnet):
     plain = without_batchnorm(tiny_resnet)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())

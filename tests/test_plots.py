@@ -193,6 +193,45 @@ def test_grad_heatmap_is_log10_of_the_recorded_norms_with_frozen_layers_blank(sm
     assert plots.grad_heatmap(history, clip=None).layout.shapes == ()
 
 
+def test_comparison_heatmaps_share_one_colour_scale_and_one_norm_axis(small_shapes):
+    calm = _run_with_frozen_stem(small_shapes, clip=1.0)
+    train, _ = small_shapes
+    torch.manual_seed(0)
+    wild = fit(build_model(nc=3), train, epochs=1, batch_size=12, progress=False, optimizer="sgd", lr=0.5, clip=None)
+    runs = {"calm": calm, "wild": wild}
+    scale = plots.shared_scale(runs)
+    cells = np.array([v for h in runs.values() for step in h.layer_grad_norms for v in step])
+    totals = np.array([g for h in runs.values() for g in h.grad_norm])
+    assert scale["zrange"] == pytest.approx((np.log10(cells[cells > 0].min()), np.log10(cells.max())))
+    assert scale["norm_range"] == pytest.approx((np.log10(totals.min()) - 0.1, np.log10(totals.max()) + 0.1))
+    figures = [plots.grad_heatmap(h, **scale) for h in runs.values()]
+    for fig in figures:  # the same colour for the same norm in both figures, the same total-norm axis
+        assert (fig.data[0].zmin, fig.data[0].zmax) == pytest.approx(scale["zrange"])
+        assert tuple(fig.layout.yaxis2.range) == pytest.approx(scale["norm_range"])
+        spans_two_decades = scale["norm_range"][1] - scale["norm_range"][0] >= 2
+        assert fig.layout.yaxis2.dtick == (1 if spans_two_decades else "D2")  # labels never crowd
+    assert plots.grad_heatmap(calm).data[0].zmin is None  # alone: its own scale
+    assert plots.shared_scale([calm]) == plots.shared_scale({"calm": calm})
+    with pytest.raises(ValueError, match="gradient norms"):
+        plots.shared_scale([History()])
+
+
+def test_loss_plot_is_log_scaled_and_marks_where_the_run_stopped(small_shapes):
+    train, _ = small_shapes
+    torch.manual_seed(0)
+    blown = fit(build_model(nc=3), train, epochs=3, batch_size=12, progress=False, optimizer="sgd", lr=1e6, clip=None)
+    assert blown.non_finite is not None
+    fig = plots.loss_plot(blown)
+    assert fig.layout.yaxis.type == "log" and list(fig.data[0].y) == blown.loss
+    assert list(fig.data[0].x) == list(range(1, len(blown.loss) + 1))
+    assert fig.layout.shapes[0].x0 == blown.non_finite.step
+    assert f"step {blown.non_finite.step}" in fig.layout.annotations[0].text
+    calm = _run_with_frozen_stem(small_shapes, clip=1.0)
+    assert plots.loss_plot(calm).layout.shapes == ()
+    with pytest.raises(ValueError, match="recorded steps"):
+        plots.loss_plot(History())
+
+
 def test_long_runs_are_binned_keeping_the_largest_norm():
     rng = np.random.default_rng(0)
     norms = rng.uniform(0.1, 10, (7, 2))
@@ -256,8 +295,10 @@ def test_signal_plot_draws_every_scheme_with_and_without_batchnorm():
     for ax, bn in zip(fig.axes, (True, False)):
         assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == \
             ["kaiming", "zero"]
-        kaiming = ax.get_lines()[0]
+        kaiming, zero = ax.get_lines()[0], ax.get_lines()[1]
         assert list(kaiming.get_ydata()) == [r.std for r in rows if r.batchnorm == bn and r.scheme == "kaiming"]
+        floor = min(r.std for r in rows if r.std > 0) / 10  # std 0 is drawn below every non-zero std
+        assert ax.get_yscale() == "log" and all(0 < y <= floor for y in zero.get_ydata())
     with pytest.raises(ValueError):
         plots.signal_plot([])
 

@@ -63,3 +63,15 @@ def test_on_a_foreign_resnet(x):
     names = [r.name for r in panel.rows if r.scheme == "kaiming"]
     assert names == ["conv1", "bn1", "layer1", "layer2", "layer3", "avgpool", "fc"]
     assert set(_curves(panel)) == {"kaiming", "pretrained"}
+
+
+def test_zero_std_is_drawn_below_every_other_and_a_short_axis_has_spaced_ticks(x):
+    panel = InitExplorer(build_model(nc=3), x, schemes=("normal", "zero"), batchnorm=False, pretrained=False)
+    normal = [r.std for r in panel.rows if r.scheme == "normal"]
+    floor = _curves(panel)["zero"][1][0]
+    assert _curves(panel)["normal"][1] == pytest.approx(normal, rel=1e-9, abs=0)  # tiny stds drawn as they are
+    assert all(v == floor for v in _curves(panel)["zero"][1]) and floor < min(normal) / 9
+    assert "std 0 drawn at" in panel.figure.layout.yaxis.title.text
+    panel.schemes.value = ("kaiming",)
+    panel.batchnorm.value = True  # stds of order one: under two decades, ticks 1-2-5 instead of every digit
+    assert panel.figure.layout.yaxis.dtick == "D2" and "std 0" not in panel.figure.layout.yaxis.title.text

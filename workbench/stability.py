@@ -1,11 +1,12 @@
 """Training from scratch: signal propagation per initialisation, and a run that explodes made stable.
 
 :func:`signal_propagation` re-initialises a copy of a model with each scheme of
-:func:`~workbench.models.init_weights` and records the mean and std of every numbered layer's
-output on one batch, with and without BatchNorm (:func:`without_batchnorm`): the data of a
-signal-propagation plot. :func:`scratch_setup` builds the lesson's two runs from the same
-seed: the fragile one (high LR, no BatchNorm, no clipping, no warmup) and the stable one
-(the same LR with BatchNorm, clipping and YOLO's warmup).
+:func:`~workbench.models.init_weights` (and, with ``as_is=``, keeps one copy's own weights) and
+records the mean and std of every numbered layer's output on one batch, with and without
+BatchNorm (:func:`without_batchnorm`): the data of a signal-propagation plot.
+:func:`scratch_setup` builds the lesson's two runs from the same seed: the fragile one (high LR,
+no BatchNorm, no clipping, no warmup) and the stable one (the same LR with BatchNorm, clipping
+and YOLO's warmup).
 
 Example:
     >>> import torch
@@ -71,15 +72,17 @@ def _as_list(value, kind) -> list:
 
 def signal_propagation(model: nn.Module | Callable[[], nn.Module], x: torch.Tensor,
                        scheme: str | Sequence[str] = INIT_SCHEMES, batchnorm: bool | Sequence[bool] = (True, False),
-                       *, seed: int = 0) -> list[SignalRow]:
+                       *, seed: int = 0, as_is: str | None = None) -> list[SignalRow]:
     """Mean and std of every numbered layer's output on ``x``, right after each initialisation scheme.
 
     Args:
         model: a model (copied, never changed) or a function that builds one.
         x: one batch of inputs.
-        scheme: one of ``"default"``, ``"kaiming"``, ``"xavier"``, ``"normal"``, ``"zero"``, or several.
+        scheme: one of ``"default"``, ``"kaiming"``, ``"xavier"``, ``"normal"``, ``"zero"``, several, or none (``()``).
         batchnorm: ``True`` (as built), ``False`` (:func:`without_batchnorm`), or both.
         seed: seeds each initialisation, so every scheme starts from the same random state.
+        as_is: also measure the model's own weights, not re-initialised (pretrained weights, say), and
+            label their rows with this name (``as_is="pretrained"``); ``None``: not measured.
 
     The forward pass runs in training mode, as the first step of training would, so BatchNorm
     normalises with the batch's own statistics.
@@ -90,23 +93,34 @@ def signal_propagation(model: nn.Module | Callable[[], nn.Module], x: torch.Tens
         >>> rows = signal_propagation(build_model(nc=3), torch.randn(8, 3, 32, 32), "kaiming", batchnorm=True)
         >>> [row.name for row in rows][:2]
         ['layers.0', 'layers.1']
+        >>> {row.scheme for row in signal_propagation(build_model(nc=3), torch.randn(8, 3, 32, 32), (), as_is="mine")}
+        {'mine'}
     """
     schemes, norms = _as_list(scheme, str), _as_list(batchnorm, bool)
     unknown = [s for s in schemes if s not in INIT_SCHEMES]
     if unknown:
         raise ValueError(f"unknown init scheme {unknown[0]!r}; choose from {list(INIT_SCHEMES)}")
+    if as_is is not None and as_is in INIT_SCHEMES:
+        raise ValueError(f"as_is={as_is!r} is the name of an init scheme: label the model's own weights otherwise "
+                         f"(as_is='pretrained')")
     rows = []
     for bn in norms:
-        for name in schemes:
+        for name in schemes + ([as_is] if as_is is not None else []):
             built = model() if callable(model) and not isinstance(model, nn.Module) else copy.deepcopy(model)
             probe = built if bn else without_batchnorm(built)
             torch.manual_seed(seed)
-            init_weights(probe, name)
-            probe.train()
-            with torch.no_grad(), ActivationStats(probe) as stats:
-                probe(x)
-            rows += [SignalRow(name, bn, r.index, r.name, r.type, r.mean, r.std) for r in stats.rows]
+            if name != as_is:
+                init_weights(probe, name)
+            rows += [SignalRow(name, bn, *row) for row in _forward_stats(probe, x)]
     return rows
+
+
+def _forward_stats(probe: nn.Module, x: torch.Tensor) -> list[tuple]:
+    """``(index, name, type, mean, std)`` of every numbered layer's output, in training mode (as a first step)."""
+    probe.train()
+    with torch.no_grad(), ActivationStats(probe) as stats:
+        probe(x)
+    return [(r.index, r.name, r.type, r.mean, r.std) for r in stats.rows]
 
 
 def scratch_setup(stable: bool, *, nc: int = 3, lr: float = HIGH_LR, scheme: str = "kaiming",

@@ -4,8 +4,9 @@ The model is :class:`~workbench.experiments.tiny_resnet.TinyResNet` (plain PyTor
 names); the workbench reads it as its top-level children, numbered in order, the last one with
 parameters (``fc``) being the head. Its "pretrained" weights come from its own source task, six
 shapes (:func:`pretrain_own`); the target task is three other shapes with few images
-(:func:`target_task`). :func:`fine_tune` trains it from scratch, from the source weights, and from
-them with the first layers frozen, on the same data and seed. :func:`library_model` builds the
+(:func:`target_task`). :func:`fine_tune` trains it with the lesson's :data:`OWN_RECIPE` from
+scratch, from the source weights, and from them with the first layers frozen, on the same data
+and seed. :func:`library_model` builds the
 same kind of model from torchvision, timm or Ultralytics when one of them is installed.
 
 Example:
@@ -33,14 +34,19 @@ from ..schedules import YoloSchedule
 from ..table import Table, TableResult, find_row
 from ..training import History, fit
 from ..transfer import transfer
+from .recipe import Recipe
 from .tiny_resnet import TinyResNet
 
 SOURCE_CLASSES = ("circle", "square", "triangle", "ring", "plus", "diamond")
 TARGET_CLASSES = ("hbar", "vbar", "cross")
 LIBRARIES = ("torchvision", "timm", "ultralytics")
 WIDTH = 8  # channels of the first stage: small enough for a CPU lesson
-LR, HEAD_MULT, WARMUP_EPOCHS = 0.01, 5.0, 1.0  # AdamW for a small model from its own start (see recipe)
+LR, HEAD_MULT, WARMUP_EPOCHS = 0.01, 5.0, 1.0  # AdamW for a small model from its own start (see fit_options)
 RUNS = ("scratch", "pretrained", "frozen")
+# the lesson's recipe: AdamW at LR, YOLO's warmup over one epoch with the bias warmup from 0 (as Ultralytics for AdamW)
+OWN_RECIPE = Recipe(epochs=6, batch_size=10, optimizer="adamw", lr=LR,
+                    schedule=YoloSchedule("ultralytics", warmup_epochs=WARMUP_EPOCHS, warmup_bias_lr=0.0))
+SOURCE_RECIPE = OWN_RECIPE.replace(epochs=12, batch_size=30)  # how the model's own "pretrained" weights are made
 
 
 def build(nc: int) -> TinyResNet:
@@ -58,23 +64,22 @@ def target_task(n_per_class: int = 20, *, seed: int = 1) -> tuple[data.ImageSet,
     return data.split(data.shapes(n_per_class, TARGET_CLASSES, seed=seed), 0.5, seed=seed)
 
 
-def recipe(model: nn.Module, *, lr: float = LR, head_mult: float = HEAD_MULT,
-           warmup_epochs: float = WARMUP_EPOCHS) -> dict:
-    """The ``fit`` options of the lesson: AdamW over tagged groups with the head at ``head_mult`` x, and YOLO's warmup.
+def fit_options(model: nn.Module, recipe: Recipe = OWN_RECIPE, *, head_mult: float = HEAD_MULT) -> dict:
+    """``fit``'s options for ``model`` under ``recipe``: its optimiser over tagged groups, the head at ``head_mult`` x.
 
     ``fit``'s ``optimizer="auto"`` picks Ultralytics' learning rate for YOLO models (about 0.0007
     for 10 classes), far too low for a small ResNet to learn in a few dozen steps; so the optimiser
-    is built here with :func:`~workbench.optim.make_optimizer`. As Ultralytics does for AdamW, the
-    bias warmup starts at 0 (``warmup_bias_lr=0``).
+    is built here with :func:`~workbench.optim.make_optimizer` from ``recipe.optimizer`` and ``recipe.lr``.
 
     Example:
-        >>> options = recipe(build(3))
-        >>> [group["name"] for group in options["optimizer"].param_groups]
-        ['weight', 'norm', 'bias', 'weight/head', 'bias/head']
+        >>> options = fit_options(build(3))
+        >>> [group["name"] for group in options["optimizer"].param_groups], options["epochs"]
+        (['weight', 'norm', 'bias', 'weight/head', 'bias/head'], 6)
     """
-    optimizer = make_optimizer(model, "adamw", lr=lr, lr_mult={"head": head_mult})
-    return {"optimizer": optimizer, "schedule": YoloSchedule("ultralytics", warmup_epochs=warmup_epochs,
-                                                             warmup_bias_lr=0.0)}
+    options = recipe.fit_options()
+    options["optimizer"] = make_optimizer(model, options["optimizer"], lr=options.pop("lr"),
+                                          lr_mult={"head": head_mult})
+    return options
 
 
 @dataclass(frozen=True)
@@ -93,20 +98,19 @@ class OwnPretrained:
     __repr__ = __str__
 
 
-def pretrain_own(build: Callable[[int], nn.Module] = build, *, n_per_class: int = 40, epochs: int = 12,
-                 batch_size: int = 30, seed: int = 0) -> OwnPretrained:
-    """Train ``build(6)`` on the six source shapes, seeded; it becomes the source of a transfer.
+def pretrain_own(recipe: Recipe = SOURCE_RECIPE, *, n_per_class: int = 40, seed: int = 0,
+                 build: Callable[[int], nn.Module] = build) -> OwnPretrained:
+    """Train ``build(6)`` on the six source shapes with ``recipe``, seeded; it becomes the source of a transfer.
 
     Example:
-        >>> source = pretrain_own(n_per_class=3, epochs=1, batch_size=6)
+        >>> source = pretrain_own(SOURCE_RECIPE.replace(epochs=1, batch_size=6), n_per_class=3)
         >>> source.classes[:2], source.model.fc.out_features
         (('circle', 'square'), 6)
     """
     train, val = source_task(n_per_class, seed=seed)
     torch.manual_seed(seed)
     model = build(train.nc)
-    history = fit(model, train, None, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
-                  **recipe(model))
+    history = fit(model, train, None, seed=seed, progress=False, **fit_options(model, recipe))
     accuracy = evaluate(model, [(val.x, val.y)])["accuracy"]
     return OwnPretrained(model, train.classes, accuracy, history.step)
 
@@ -160,15 +164,18 @@ def start_model(run: str, source: nn.Module | dict, nc: int, *, build: Callable[
     return model
 
 
-def fine_tune(source: OwnPretrained | nn.Module | dict, train, val, *, build: Callable[[int], nn.Module] = build,
-              runs: Sequence[str] = RUNS, depth: int = 5, bn: str = "eval", epochs: int = 6, batch_size: int = 10,
-              seed: int = 0) -> OwnComparison:
-    """Train every run of ``runs`` (:func:`start_model`) on ``train`` with the lesson's :func:`recipe`.
+def fine_tune(source: OwnPretrained | nn.Module | dict, train, val, recipe: Recipe = OWN_RECIPE, *, seed: int = 0,
+              build: Callable[[int], nn.Module] = build, runs: Sequence[str] = RUNS, depth: int = 5,
+              bn: str = "eval", head_mult: float = HEAD_MULT) -> OwnComparison:
+    """Train every run of ``runs`` (:func:`start_model`) on ``train`` with ``recipe`` (:func:`fit_options`).
+
+    Each run builds its own optimiser over its own model, so the runs are trained here one after
+    another rather than by :func:`workbench.runs.run_all`, whose options are fixed before a model exists.
 
     Example:
-        >>> source = pretrain_own(n_per_class=3, epochs=1, batch_size=6)
+        >>> source = pretrain_own(SOURCE_RECIPE.replace(epochs=1, batch_size=6), n_per_class=3)
         >>> train, val = target_task(4)
-        >>> result = fine_tune(source, train, val, runs=["frozen"], epochs=1, batch_size=3)
+        >>> result = fine_tune(source, train, val, OWN_RECIPE.replace(epochs=1, batch_size=3), runs=["frozen"])
         >>> [row.run for row in result.rows], result.models["frozen"].layer2.conv1.weight.requires_grad
         (['frozen'], False)
     """
@@ -178,8 +185,7 @@ def fine_tune(source: OwnPretrained | nn.Module | dict, train, val, *, build: Ca
     rows, histories, models = [], {}, {}
     for run in runs:
         model = start_model(run, source, train.nc, build=build, depth=depth, bn=bn, seed=seed)
-        history = fit(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
-                      **recipe(model))
+        history = fit(model, train, val, seed=seed, progress=False, **fit_options(model, recipe, head_mult=head_mult))
         accuracy = history.val["accuracy"]
         rows.append(OwnRunRow(run, sum(p.numel() for p in model.parameters() if p.requires_grad), history.step,
                               accuracy[0], max(accuracy), accuracy[-1], statistics.fmean(accuracy)))
@@ -187,7 +193,7 @@ def fine_tune(source: OwnPretrained | nn.Module | dict, train, val, *, build: Ca
     return OwnComparison(tuple(rows), histories, models)
 
 
-def _library_problem(name: str) -> str:
+def library_problem(name: str) -> str:
     """Why ``name`` cannot build its model here ("" when it can): not installed, or installed but not loadable."""
     if importlib.util.find_spec(name) is None:
         return f"{name} is not installed: `pip install {name}` to build its model here"
@@ -205,8 +211,10 @@ def library_available(name: str) -> bool:
 
     Example:
         >>> model = library_model("torchvision") if library_available("torchvision") else None
+        >>> library_problem("torchvision") == "" or "pip install torchvision" in library_problem("torchvision")
+        True
     """
-    return not _library_problem(name)
+    return not library_problem(name)
 
 
 def library_model(name: str, nc: int = 3) -> nn.Module:
@@ -222,7 +230,7 @@ def library_model(name: str, nc: int = 3) -> nn.Module:
     """
     if name not in LIBRARIES:
         raise ValueError(f"unknown library {name!r}; choose one of {list(LIBRARIES)}")
-    problem = _library_problem(name)
+    problem = library_problem(name)
     if problem:
         raise ValueError(problem)
     if name == "torchvision":

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from .. import data
-from ..checkpoints import pretrained
 from ..models import INIT_SCHEMES, build_model
+from ..runs import Run, default_source, run_all
 from ..stability import (  # LOWER_LR, REMEDIES, remedy_setup: the lesson reads them from here
     HIGH_LR,
     LOWER_LR,  # noqa: F401
@@ -35,10 +35,14 @@ from ..stability import (  # LOWER_LR, REMEDIES, remedy_setup: the lesson reads 
     signal_propagation,
 )
 from ..table import Table, TableResult, find_row
-from ..training import History, fit
+from ..training import History
 from ..transfer import transfer
+from .recipe import Recipe
 
 CLASSES = ("circle", "square", "triangle")
+# the fragile run: SGD at HIGH_LR, no clipping, no schedule (remedy_setup adds one remedy at a time)
+REMEDY_RECIPE = Recipe(epochs=6, batch_size=16, optimizer="sgd", lr=HIGH_LR, clip=None)
+COMPARISON_RECIPE = Recipe(epochs=4, batch_size=16)  # fit's defaults: "auto" optimiser, clipping at 10
 
 
 def lesson_data(n_per_class: int = 32, *, seed: int = 0) -> tuple[data.ImageSet, data.ImageSet]:
@@ -66,15 +70,18 @@ def _shown(header: Sequence[str], rows: Sequence[dict], caption: str) -> Table:
 
 @dataclass(frozen=True, repr=False)
 class SignalSummary(TableResult):
-    """Per initialisation scheme, with and without BatchNorm: the output std of the first and the last layer.
+    """Per initialisation scheme, with and without BatchNorm: the output std of the first layer, of the
+    last layer before the head, and of the head (the last layer).
 
-    ``rows`` are the full :class:`~workbench.stability.SignalRow` list (one per layer call), ready
-    for :func:`workbench.plots.signal_plot`.
+    The head's std is not always the signal's: PyTorch's default initialisation gives the head's
+    linear layer a random bias, which sets the output's std when no signal reaches it. ``rows``
+    are the full :class:`~workbench.stability.SignalRow` list (one per layer call), ready for
+    :func:`workbench.plots.signal_plot`.
     """
 
     rows: tuple[SignalRow, ...]
 
-    HEADER = ("init", "BatchNorm", "std first layer", "std last layer", "last / first")
+    HEADER = ("init", "BatchNorm", "std first layer", "std before the head", "std head (last layer)")
 
     def std(self, scheme: str, batchnorm: bool, index: int = -1) -> float:
         """The output std of the layer at position ``index`` (-1: the last) for one scheme and setting."""
@@ -86,16 +93,14 @@ class SignalSummary(TableResult):
 
     @property
     def table(self) -> list[tuple[str, bool, float, float, float]]:
+        """``(scheme, batchnorm, std first layer, std last layer, std before the head)`` per scheme and setting."""
         keys = list(dict.fromkeys((r.scheme, r.batchnorm) for r in self.rows))
-        out = []
-        for scheme, bn in keys:
-            first, last = self.std(scheme, bn, 0), self.std(scheme, bn, -1)
-            out.append((scheme, bn, first, last, last / first if first > 0 else float("nan")))
-        return out
+        return [(scheme, bn, self.std(scheme, bn, 0), self.std(scheme, bn, -1), self.std(scheme, bn, -2))
+                for scheme, bn in keys]
 
     def as_table(self) -> Table:
-        rows = [{"init": scheme, "BatchNorm": bn, "std first layer": first, "std last layer": last,
-                 "last / first": ratio} for scheme, bn, first, last, ratio in self.table]
+        rows = [{"init": scheme, "BatchNorm": bn, "std first layer": first, "std before the head": before,
+                 "std head (last layer)": last} for scheme, bn, first, last, before in self.table]
         return _shown(self.HEADER, rows, "Signal propagation at initialisation")
 
 
@@ -170,25 +175,31 @@ def _remedy_row(remedy: str, history: History) -> RemedyRow:
                      max(history.grad_norm) if history.grad_norm else None)
 
 
-def remedies(train, val=None, *, which: Sequence[str] = REMEDIES, epochs: int = 6, batch_size: int = 16,
-             seed: int = 0, lr: float = HIGH_LR) -> RemedyTable:
+def remedies(train, val=None, recipe: Recipe = REMEDY_RECIPE, *, which: Sequence[str] = REMEDIES,
+             seed: int = 0) -> RemedyTable:
     """Train the fragile run and each remedy in ``which`` on the same data and seed (:func:`remedy_setup`).
+
+    ``recipe`` gives the epochs, batch size, device and the fragile learning rate (``recipe.lr``);
+    each remedy sets its own optimiser, lr, clipping and schedule on top of it.
 
     Example:
         >>> train, _ = lesson_data(4)
-        >>> table = remedies(train, which=["all"], epochs=1, batch_size=6)
+        >>> table = remedies(train, recipe=REMEDY_RECIPE.replace(epochs=1, batch_size=6), which=["all"])
         >>> table.row("all").status
         'completed'
     """
     unknown = [name for name in which if name not in REMEDIES]
     if unknown:
         raise ValueError(f"unknown remedy {unknown[0]!r}; choose from {list(REMEDIES)}")
-    histories = {}
-    for name in which:
-        model, options = remedy_setup(name, nc=train.nc, lr=lr, seed=seed)
-        histories[name] = fit(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
-                              **options)
+    runs = [_remedy_run(name, train.nc, recipe.lr, seed) for name in which]
+    histories = run_all(runs, train, val, seed=seed, **recipe.fit_options())
     return RemedyTable(tuple(_remedy_row(n, h) for n, h in histories.items()), histories)
+
+
+def _remedy_run(remedy: str, nc: int, lr: float, seed: int) -> Run:
+    """:func:`remedy_setup` as a :class:`~workbench.runs.Run`: its model built at the start, its options on top."""
+    _, options = remedy_setup(remedy, nc=nc, lr=lr, seed=seed)
+    return Run(remedy, lambda: remedy_setup(remedy, nc=nc, lr=lr, seed=seed)[0], options)
 
 
 # ---------------------------------------------------------------- scratch against pretrained
@@ -245,39 +256,41 @@ def _run_row(run: str, epochs: int, history: History) -> RunRow:
                   _median(_epoch_values(history, history.grad_norm, -1)), clipped)
 
 
-def scratch_vs_pretrained(train, val, *, source: nn.Module | dict | None = None,
-                          build: Callable[[int], nn.Module] | None = None, epochs: int = 4, longer: int = 0,
-                          batch_size: int = 16, seed: int = 0, **fit_options) -> Comparison:
-    """Fine-tune from ``source`` and train from scratch with ``fit``'s defaults, on the same data and seed.
+def scratch_vs_pretrained(train, val, recipe: Recipe = COMPARISON_RECIPE, *, seed: int = 0,
+                          source: nn.Module | dict | None = None, build: Callable[[int], nn.Module] | None = None,
+                          longer: int = 0) -> Comparison:
+    """Fine-tune from ``source`` and train from scratch with the same ``recipe``, on the same data and seed.
 
     Args:
         train, val: the target task (``ImageSet``; the class count is read from ``train``).
-        source: the pretrained model or state_dict (default ``workbench.pretrained("shapes_n")``),
+        recipe: how both runs train (default :data:`COMPARISON_RECIPE`: 4 epochs, ``fit``'s defaults).
+        source: the pretrained model or state_dict (default :func:`workbench.runs.default_source`),
             copied into the target with :func:`~workbench.transfer` (the head's class layer stays fresh).
         build: ``nc -> model`` for the target (default ``build_model(nc=nc)``).
-        epochs: epochs of both runs.
         longer: with ``longer > 1`` a third run trains from scratch ``longer`` times as many epochs.
-        fit_options: passed to :func:`~workbench.fit` (``clip=``, ``optimizer=``, ...).
 
     Example:
         >>> train, val = lesson_data(4)
-        >>> result = scratch_vs_pretrained(train, val, epochs=1, batch_size=6)
+        >>> result = scratch_vs_pretrained(train, val, Recipe(epochs=1, batch_size=6))
         >>> [row.run for row in result.rows]
         ['pretrained', 'scratch']
     """
     if not isinstance(longer, int) or longer < 0:
         raise ValueError(f"longer must be an integer >= 0 (0 or 1: no longer run; got {longer!r})")
     build = build or (lambda nc: build_model(nc=nc))
-    source = pretrained("shapes_n") if source is None else source
-    runs = [("pretrained", epochs), ("scratch", epochs)] + ([(f"scratch x{longer}", epochs * longer)]
-                                                            if longer > 1 else [])
-    histories, rows = {}, []
-    for name, run_epochs in runs:
-        torch.manual_seed(seed)
-        model = build(train.nc)
-        if name == "pretrained":
-            transfer(source, model)
-        histories[name] = fit(model, train, val, epochs=run_epochs, batch_size=batch_size, seed=seed,
-                              progress=False, **fit_options)
-        rows.append(_run_row(name, run_epochs, histories[name]))
-    return Comparison(tuple(rows), histories)
+    source = default_source() if source is None else source
+
+    def start(pretrained: bool) -> Callable[[], nn.Module]:
+        def model() -> nn.Module:
+            built = build(train.nc)
+            if pretrained:
+                transfer(source, built)
+            return built
+        return model
+
+    epochs = {"pretrained": recipe.epochs, "scratch": recipe.epochs}
+    if longer > 1:
+        epochs[f"scratch x{longer}"] = recipe.epochs * longer
+    runs = [Run(name, start(name == "pretrained"), {"epochs": n}) for name, n in epochs.items()]
+    histories = run_all(runs, train, val, seed=seed, **recipe.fit_options())
+    return Comparison(tuple(_run_row(name, epochs[name], h) for name, h in histories.items()), histories)

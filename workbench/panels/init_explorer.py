@@ -8,7 +8,6 @@ Example:
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 
 import ipywidgets as widgets
@@ -18,24 +17,15 @@ from torch import nn
 from .. import data
 from ..checkpoints import pretrained as shipped
 from ..models import INIT_SCHEMES
-from ..monitor import ActivationStats
 from ..plots.signals import PRETRAINED, signal_figure
-from ..stability import SignalRow, signal_propagation, without_batchnorm
+from ..stability import SignalRow, signal_propagation
 from .base import STYLE, Panel, live_figure, refresh_figure
 
 
 def as_is_signal(model: nn.Module, x: torch.Tensor, batchnorm: bool = True, scheme: str = PRETRAINED
                  ) -> list[SignalRow]:
-    """Rows like :func:`~workbench.stability.signal_propagation`'s for the model's own weights (no re-initialisation).
-
-    A copy runs in training mode, as the first step of a fine-tune would; ``batchnorm=False``
-    removes its BatchNorm layers first. The model is never changed.
-    """
-    probe = copy.deepcopy(model) if batchnorm else without_batchnorm(model)
-    probe.train()
-    with torch.no_grad(), ActivationStats(probe) as stats:
-        probe(x)
-    return [SignalRow(scheme, batchnorm, r.index, r.name, r.type, r.mean, r.std) for r in stats.rows]
+    """:func:`~workbench.stability.signal_propagation`'s rows for the model's own weights (no re-initialisation)."""
+    return signal_propagation(model, x, (), batchnorm, as_is=scheme)
 
 
 class InitExplorer(Panel):
@@ -43,7 +33,7 @@ class InitExplorer(Panel):
 
     ``model`` (default: the shipped ``shapes_n`` model) is copied, re-initialised per scheme by
     :func:`~workbench.stability.signal_propagation` and measured on ``x`` (default: 40 shape images);
-    ``pretrained`` adds the curve of the model's own weights (:func:`as_is_signal`).
+    ``pretrained`` adds the curve of the model's own weights (``signal_propagation(..., as_is=)``).
 
     What to look for: without BatchNorm the signal fades layer after layer, ``normal`` (std 0.01)
     fastest and ``kaiming`` slowest; ``zero`` is 0 throughout (nothing flows, nothing learns); with
@@ -72,13 +62,9 @@ class InitExplorer(Panel):
                      seed, hide)
 
     def _measure(self) -> list[SignalRow]:
-        bn = self.batchnorm.value
-        rows = signal_propagation(self.model, self.x, list(self.schemes.value), bn, seed=self.seed) \
-            if self.schemes.value else []
-        if self.pretrained.value:
-            rows += as_is_signal(self.model, self.x, bn)
-        self.rows = rows
-        return rows
+        self.rows = signal_propagation(self.model, self.x, list(self.schemes.value), self.batchnorm.value,
+                                       seed=self.seed, as_is=PRETRAINED if self.pretrained.value else None)
+        return self.rows
 
     def _update(self, change=None) -> None:
         refresh_figure(self.figure, signal_figure(self._measure()))

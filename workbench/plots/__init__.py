@@ -9,7 +9,16 @@ Example:
     [2.0, 1.5, 1.2]
 """
 from .curves import compare_runs, epoch_end_steps, loss_curve, lr_curves, training_dashboard
-from .health import bn_drift_bars, clip_value, drift_bars, grad_heatmap, grad_matrix, signal_plot
+from .health import (
+    bn_drift_bars,
+    clip_value,
+    drift_bars,
+    grad_heatmap,
+    grad_matrix,
+    loss_plot,
+    shared_scale,
+    signal_plot,
+)
 from .layers import freeze_map, freeze_rows, transfer_map
 from .results import sweep_bars
 from .signals import signal_figure
@@ -28,7 +37,9 @@ __all__ = [
     "history_until",
     "layer_rows",
     "loss_curve",
+    "loss_plot",
     "lr_curves",
+    "shared_scale",
     "signal_figure",
     "signal_plot",
     "studio_figure",

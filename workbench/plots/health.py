@@ -55,19 +55,59 @@ def clip_value(history: History) -> float | None:
     return float(f"{clipped[0][0] * (clipped[0][1] + 1e-6):.6g}") if clipped else None
 
 
+def shared_scale(histories: Mapping[str, History] | Sequence[History]) -> dict:
+    """One colour scale and one total-norm range for several runs' :func:`grad_heatmap`: ``{"zrange", "norm_range"}``.
+
+    ``zrange`` spans every run's log10 per-layer norms, ``norm_range`` (log10) every run's total
+    norms: pass both to :func:`grad_heatmap` (``grad_heatmap(h, **shared_scale(runs))``) so that a
+    brighter cell, or a higher line, means a larger gradient across the figures.
+
+    Example:
+        >>> a = History(grad_norm=[1.0], clip_coef=[1.0], layer_names=["a"], layer_grad_norms=[[1.0]])
+        >>> b = History(grad_norm=[100.0], clip_coef=[1.0], layer_names=["a"], layer_grad_norms=[[100.0]])
+        >>> shared_scale([a, b])["zrange"]
+        (0.0, 2.0)
+    """
+    runs = list(histories.values()) if isinstance(histories, Mapping) else list(histories)
+    cells = np.asarray([v for h in runs for step in h.layer_grad_norms for v in step], dtype=float)
+    totals = np.asarray([g for h in runs for g in h.grad_norm], dtype=float)
+    cells, totals = cells[np.isfinite(cells) & (cells > 0)], totals[np.isfinite(totals) & (totals > 0)]
+    if not len(cells) or not len(totals):
+        raise ValueError("shared_scale needs runs with recorded gradient norms (History from fit)")
+    zrange = (float(np.log10(cells.min())), float(np.log10(cells.max())))
+    low, high = np.log10(totals.min()), np.log10(totals.max())
+    return {"zrange": zrange, "norm_range": (float(low - 0.1), float(high + 0.1))}
+
+
+def _log_span(values) -> tuple[float, float]:
+    """log10 of the smallest and largest positive finite value (0, 0 when there is none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    return (float(np.log10(values.min())), float(np.log10(values.max()))) if len(values) else (0.0, 0.0)
+
+
+def log_dtick(span: tuple[float, float]) -> int | str:
+    """Ticks of a short log axis: a label per decade when it spans two or more (labels never crowd), else 1-2-5."""
+    return 1 if span[1] - span[0] >= 2 else "D2"
+
+
 def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_columns: int = 300,
-                 title: str = "Gradient norms per layer") -> go.Figure:
+                 title: str = "Gradient norms per layer", zrange: tuple[float, float] | None = None,
+                 norm_range: tuple[float, float] | None = None) -> go.Figure:
     """Per-layer gradient L2 norms (layers x steps, log10 colour) above the total norm with the clip line.
 
     Args:
         history: a :class:`History` from :func:`fit` (``layer_grad_norms``, ``grad_norm``, ``clip_coef``).
         clip: the clipping threshold to draw; ``"auto"`` reads it from the run, ``None`` draws none.
         max_columns: longer runs are binned to this many columns (the largest norm of each bin).
+        zrange, norm_range: fixed log10 ranges of the colour scale and the total-norm axis, to compare
+            figures (:func:`shared_scale`); ``None``: this run's own.
     """
     clip = clip_value(history) if clip == "auto" else clip
     x, z, names = grad_matrix(history, max_columns)
     steps, norms = np.arange(1, len(history.grad_norm) + 1), np.asarray(history.grad_norm, dtype=float)
-    traces = [dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm",
+    scale = dict(zmin=zrange[0], zmax=zrange[1]) if zrange is not None else {}
+    traces = [dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm", **scale,
                    colorbar=dict(title="log10 |g|", len=0.65, y=0.68),
                    hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>"),
               dict(type="scatter", mode="lines", x=steps, y=norms, name="total norm", line=dict(color="#333"),
@@ -78,7 +118,9 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
                            name=f"clipped ({len(clipped)} steps)", marker=dict(color="#d62728", size=5)))
     layout = stacked([0.68, 0.32], gap=0.07)
     layout["yaxis"].update(title="layer", autorange="reversed")
-    layout["yaxis2"].update(title="total |g|", type="log")
+    shown = norm_range if norm_range is not None else _log_span(norms)
+    layout["yaxis2"].update(title="total |g|", type="log", dtick=log_dtick(shown), exponentformat="power",
+                            **({"range": list(norm_range)} if norm_range is not None else {}))
     layout["xaxis2"]["title"] = "step"
     shapes, notes = [], []
     if clip:
@@ -89,6 +131,33 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
     layout.update(title=title, height=520, margin=MARGIN, legend=dict(orientation="h", y=-0.15), shapes=shapes,
                   annotations=notes)
     return go.Figure(traces, layout)
+
+
+def loss_plot(history: History, *, title: str = "Training loss (log axis)") -> go.Figure:
+    """The training loss per step on a log axis, so a final spike does not flatten the rest; a stop is marked.
+
+    A run that ended on a non-finite value gets a dashed line at that step, labelled with the layer
+    :attr:`History.non_finite` names.
+
+    Example:
+        >>> fig = loss_plot(History(loss=[1.1, 1.0, 80.0], epoch=[0, 0, 0]))
+        >>> fig.layout.yaxis.type, list(fig.data[0].y)
+        ('log', [1.1, 1.0, 80.0])
+    """
+    if not history.loss:
+        raise ValueError("loss_plot needs a History with recorded steps (from fit)")
+    steps = list(range(1, len(history.loss) + 1))
+    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines+markers", marker=dict(size=4), name="loss",
+                               hovertemplate="step %{x}<br>loss %{y:.4g}<extra></extra>"))
+    bad = history.non_finite
+    if bad is not None:
+        fig.add_vline(x=bad.step, line=dict(color="#d62728", dash="dash"),
+                      annotation=dict(text=f"non-finite at step {bad.step} ({bad.layer or bad.kind})",
+                                      font=dict(color="#d62728")), annotation_position="top left")
+    fig.update_layout(title=title, height=320, margin=MARGIN, xaxis_title="step", showlegend=False,
+                      yaxis=dict(title="loss", type="log", dtick=log_dtick(_log_span(history.loss)),
+                                 exponentformat="power"))
+    return fig
 
 
 def _as_runs(drift: Mapping) -> dict[str, Mapping]:
@@ -152,7 +221,9 @@ def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialis
     """The std of every layer's output right after each initialisation (matplotlib): one panel per BatchNorm setting.
 
     ``rows`` are :func:`~workbench.stability.signal_propagation` rows (``scheme``, ``batchnorm``,
-    ``index``, ``std``). A std that collapses towards 0 or explodes with depth is the problem.
+    ``index``, ``std``), on a log axis; a std of exactly 0 is drawn on the dashed "std 0" line,
+    a decade below the smallest non-zero std. A std that collapses towards 0 or explodes with depth
+    is the problem.
 
     Example:
         >>> from workbench.stability import SignalRow
@@ -164,6 +235,8 @@ def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialis
         raise ValueError("signal_plot needs rows from workbench.stability.signal_propagation(...)")
     import matplotlib.pyplot as plt  # here, not at import: pyplot picks the notebook's backend
 
+    positive = [r.std for r in rows if r.std > 0]
+    floor = 10 ** math.floor(math.log10(min(positive)) - 1) if positive else 1e-12  # where a std of 0 is drawn
     settings = sorted({r.batchnorm for r in rows}, reverse=True)
     fig = plt.figure(figsize=(5.2 * len(settings), 3.6), layout="constrained")
     plt.close(fig)  # returned, not drawn twice: Jupyter shows the returned figure once
@@ -172,8 +245,10 @@ def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialis
         schemes = list(dict.fromkeys(r.scheme for r in rows if r.batchnorm == bn))
         for scheme in schemes:
             mine = [r for r in rows if r.batchnorm == bn and r.scheme == scheme]
-            ax.plot([r.index for r in mine], [r.std for r in mine], marker="o", ms=3, label=scheme)
-        ax.set_yscale("symlog", linthresh=1e-3)
+            ax.plot([r.index for r in mine], [max(r.std, floor) for r in mine], marker="o", ms=3, label=scheme)
+        ax.set_yscale("log")
+        ax.axhline(floor, color="grey", lw=0.8, ls="--")
+        ax.annotate("std 0", (0, floor), xytext=(2, 2), textcoords="offset points", fontsize=7, color="grey")
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_title("with BatchNorm" if bn else "without BatchNorm")
         ax.set_xlabel("layer index")

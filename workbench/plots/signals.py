@@ -9,12 +9,14 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 from .curves import colour
+from .health import log_dtick
 
 PRETRAINED = "pretrained"  # the scheme name of the curve measured on pretrained weights
 
@@ -24,23 +26,30 @@ def signal_figure(rows: Sequence, *, title: str | None = None) -> go.Figure:
 
     ``rows`` are :class:`~workbench.stability.SignalRow` of one BatchNorm setting (the panel
     filters them). A std that collapses towards 0 or grows layer after layer is the problem; 1 is drawn dotted.
+    A std of exactly 0 is drawn a decade below the smallest non-zero one (the axis title says where).
     """
     schemes = list(dict.fromkeys(r.scheme for r in rows))
+    positive = [r.std for r in rows if r.std > 0]
+    floor = 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e-12  # where a std of 0 is drawn
     traces = []
     for k, scheme in enumerate(schemes):
         mine = [r for r in rows if r.scheme == scheme]
         special = scheme == PRETRAINED
         traces.append(dict(type="scatter", mode="lines+markers", name=scheme,
                            x=np.array([r.index for r in mine], dtype=float),
-                           y=np.array([max(r.std, 1e-12) for r in mine], dtype=float),
+                           y=np.array([max(r.std, floor) for r in mine], dtype=float),
                            line=dict(color="black" if special else colour(k), width=4 if special else 2),
                            customdata=[f"{r.type}: mean {r.mean:.3g}, std {r.std:.3g}" for r in mine],
                            hovertemplate=f"{scheme}<br>layer %{{x}} %{{customdata}}<extra></extra>"))
+    zeros = any(r.std == 0 for r in rows)
+    low = floor if zeros or not positive else min(positive)
+    high = max(positive + [1.0])  # 1 is always on the axis (the dotted line)
     bn = {r.batchnorm for r in rows}
     setting = "with BatchNorm" if bn == {True} else "without BatchNorm" if bn == {False} else ""
     layout = dict(title=title or f"Std of each layer's output on one batch {setting}".strip(), height=380,
                   margin=dict(l=60, r=30, t=50, b=40), xaxis=dict(title="layer index", dtick=1),
-                  yaxis=dict(title="std of the output (std 0 drawn at 1e-12)", type="log", exponentformat="e"),
+                  yaxis=dict(title="std of the output" + (f" (std 0 drawn at {floor:.0e})" if zeros else ""),
+                             type="log", exponentformat="e", dtick=log_dtick((math.log10(low), math.log10(high)))),
                   shapes=[dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=1, y1=1,
                                line=dict(color="grey", dash="dot"))])
     return go.Figure(traces, layout)
