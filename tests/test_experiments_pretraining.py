@@ -159,7 +159,8 @@ def test_grid_is_every_combination(sizes, gaps):
     settings_ = P.grid(sizes, gap=gaps, domain=("shapes", "digits"))
     assert len(settings_) == 2 * len(sizes) * len(gaps)
     assert len(set(settings_)) == len(settings_)
-    assert {(t.domain, t.n_per_class, t.gap) for t in settings_} == {(d, n, g) for d in ("shapes", "digits") for n in sizes for g in gaps}
+    expected = {(d, n, g) for d in ("shapes", "digits") for n in sizes for g in gaps}
+    assert {(t.domain, t.n_per_class, t.gap) for t in settings_} == expected
 
 
 def test_sweep_collects_one_comparison_per_setting():
@@ -205,7 +206,8 @@ def test_compare_records_both_accuracies_after_every_epoch():
         assert run.epochs_to(0.0, bn_reestimated=True) == 1
     fig = result.figure()
     by_panel = {(t.name, t.xaxis or "x"): list(t.y) for t in fig.data}
-    assert by_panel[("scratch", "x2")] == result.scratch.curve and by_panel[("scratch", "x3")] == list(result.scratch.curve_bn)
+    assert by_panel[("scratch", "x2")] == result.scratch.curve
+    assert by_panel[("scratch", "x3")] == list(result.scratch.curve_bn)
     assert by_panel[("pretrained", "x")] == result.pretrained.history.loss
     assert fig.layout.yaxis2.range == fig.layout.yaxis3.range == (0, 1.02)  # one scale for the two accuracy panels
     assert "chance 0.25" in fig.layout.annotations[1].text

@@ -46,6 +46,7 @@ from .recipe import LESSON, TARGET_CLASSES, VAL_PER_CLASS, Recipe, Target
 DOMAINS = ("shapes", "digits")
 STARTS = ("pretrained", "scratch")
 PRETRAINING_RECIPE = LESSON  # fit's defaults: 6 epochs of batch 16, optimizer "auto", on the CPU
+SMALL_TARGET = Target(10)  # 10 images per class of the four target shapes, no gap
 
 
 # ----------------------------------------------------------------------------------------------- the weights
@@ -284,9 +285,9 @@ class Comparison(TextResult):
         return f"{self.domain} x{len(self.classes)} classes, {self.n_per_class}/class ({self.n_train} images){gap}"
 
     def figure(self, title: str | None = None):
-        """Loss per step, and accuracy per epoch as trained and BN re-estimated (:func:`~workbench.plots.accuracy_curves`)."""
-        return accuracy_curves({run.start: run for run in (self.pretrained, self.scratch)}, chance=1 / len(self.classes),
-                               title=title or f"{self.knobs()}, {self.epochs} epochs")
+        """Loss per step, accuracy per epoch as trained and BN re-estimated (``plots.results.accuracy_curves``)."""
+        runs, title = {run.start: run for run in (self.pretrained, self.scratch)}, title or self.knobs()
+        return accuracy_curves(runs, chance=1 / len(self.classes), title=title)
 
     def __str__(self) -> str:
         header = ("start", "val acc (as trained)", "val acc (BN re-estimated)", "per epoch (as trained)",
@@ -303,7 +304,7 @@ class Comparison(TextResult):
                                 f"{self.feature_advantage:+.3f} with BN re-estimated"]))
 
 
-def compare(target: Target = Target(), recipe: Recipe = PRETRAINING_RECIPE, *, seed: int = 0,
+def compare(target: Target = SMALL_TARGET, recipe: Recipe = PRETRAINING_RECIPE, *, seed: int = 0,
             source: nn.Module | dict | None = None, build: Callable[[int], nn.Module] | None = None) -> Comparison:
     """Fine-tune ``target`` from ``source`` and from scratch, same seed, same data, same ``recipe``.
 
@@ -392,7 +393,7 @@ def grid(n_per_class: Iterable[int] = (10,), gap: Iterable[float] = (0.0,), doma
     """Every combination of the knobs as :func:`sweep` targets.
 
     Example:
-        >>> grid((10, 50), gap=(0.0, 0.5))[1]
-        Target(n_per_class=10, classes=('triangle', 'ring', 'halfdisk', 'tee'), domain='shapes', gap=0.5, val_per_class=25)
+        >>> [(t.n_per_class, t.gap) for t in grid((10, 50), gap=(0.0, 0.5))]
+        [(10, 0.0), (10, 0.5), (50, 0.0), (50, 0.5)]
     """
     return [Target(n, domain=d, gap=g) for d, n, g in product(domain, n_per_class, gap)]

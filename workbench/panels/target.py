@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterable
 import ipywidgets as widgets
 from torch import nn
 
-from ..experiments.pretraining import DOMAINS, PRETRAINING_RECIPE, STARTS, bn_reestimated_accuracy, checked_build
+from ..experiments.pretraining import (
+    DOMAINS,
+    PRETRAINING_RECIPE,
+    SMALL_TARGET,
+    STARTS,
+    bn_reestimated_accuracy,
+    checked_build,
+)
 from ..experiments.recipe import Recipe, Target
 from ..table import Table
 from .base import STYLE, Panel
@@ -69,7 +76,7 @@ class TargetPanel(Panel):
 
     CONTROLS = ("domain", "n_per_class", "gap")
 
-    def __init__(self, target: Target = Target(), recipe: Recipe = PRETRAINING_RECIPE, *, source=None,
+    def __init__(self, target: Target = SMALL_TARGET, recipe: Recipe = PRETRAINING_RECIPE, *, source=None,
                  build: Callable[[int], nn.Module] | None = None, domain: str | None = None,
                  n_per_class: int | None = None, gap: float | None = None, seed: int = 0, hide: Iterable[str] = ()):
         knobs = {"domain": domain, "n_per_class": n_per_class, "gap": gap}

@@ -41,7 +41,7 @@ def accuracy_curves(runs: Mapping, *, chance: float | None = None, title: str = 
         ([[0.25, 0.25], [0.4, 0.6]], 'val accuracy, as trained (chance 0.25)')
     """
     traces = []
-    for k, (name, run) in enumerate(runs.items()):
+    for name, run in runs.items():
         colour = COLOURS.get(name, "#7f7f7f")
         epochs = np.arange(1, len(run.curve) + 1)
         traces.append(dict(type="scatter", mode="lines", x=np.arange(1, len(run.history.loss) + 1),
