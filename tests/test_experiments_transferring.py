@@ -221,7 +221,7 @@ def test_detector_runs_transfer_then_fine_tune_both_on_the_same_scenes():
     source = build_model("n", "detect", nc=10)
     runs = T.detector_runs(recipe=T.DETECTOR_RECIPE.replace(epochs=1), source=source,
                            source_names=wb.data.SOURCE_CLASSES, n_scenes=4, val_scenes=2)
-    assert runs.epochs == 1 and runs.n_scenes == 4
+    assert runs.epochs == 1 and runs.n_scenes == 4 and runs.steps == 1 and "(1 steps)" in str(runs)
     assert runs.report.n_transferred == 348 and runs.report.counts["partial"] == 6  # circle rows, by name
     assert set(runs.mAP50) == {"pretrained", "scratch"} and all(0 <= v <= 1 for v in runs.mAP50.values())
     assert "348/354" in str(runs) and "scratch" in runs._repr_html_()

@@ -65,12 +65,14 @@ class DetectorRuns(TextResult):
     epochs: int
     report: TransferReport
     mAP50: dict[str, float]
+    steps: int = 0  # optimiser steps per run
 
     def __str__(self) -> str:
         rows = [{"start": name, "val mAP50": f"{score:.3f}"} for name, score in self.mAP50.items()]
         return "\n".join([f"{self.report.headline} ({', '.join(self.target_names)})",
                           str(Table(("start", "val mAP50"), rows, indent=2,
-                                    title=f"fine-tuned on {self.n_scenes} scenes for {self.epochs} epochs:"))])
+                                    title=f"fine-tuned on {self.n_scenes} scenes for {self.epochs} epochs "
+                                          f"({self.steps} steps):"))])
 
 
 def detector_runs(target_names: Sequence[str] = DETECT_TARGET, recipe: Recipe = DETECTOR_RECIPE, *, seed: int = 0,
@@ -106,7 +108,8 @@ def detector_runs(target_names: Sequence[str] = DETECT_TARGET, recipe: Recipe = 
         return build
 
     models: dict[str, nn.Module] = {}
-    run_all([Run("pretrained", start(True)), Run("scratch", start(False))], train, seed=seed, models=models,
-            **recipe.fit_options())
+    histories = run_all([Run("pretrained", start(True)), Run("scratch", start(False))], train, seed=seed,
+                        models=models, **recipe.fit_options())
     scores = {name: evaluate(model, Batches(val, 64, shuffle=False))["mAP50"] for name, model in models.items()}
-    return DetectorRuns(tuple(target_names), n_scenes, recipe.epochs, reports["pretrained"], scores)
+    return DetectorRuns(tuple(target_names), n_scenes, recipe.epochs, reports["pretrained"], scores,
+                        histories["pretrained"].step)
