@@ -12,11 +12,12 @@ from torch.optim.swa_utils import update_bn
 import workbench as wb
 from workbench import History, build_model
 from workbench.experiments import pretraining as P
+from workbench.experiments.recipe import Recipe, Target
 from workbench.metrics import evaluate
 from workbench.panels import TargetPanel
 from workbench.training import Batches
 
-TINY = dict(epochs=1, batch_size=4)
+TINY = Recipe(epochs=1, batch_size=4)
 
 
 def random_source(seed: int = 123) -> nn.Module:
@@ -103,7 +104,7 @@ def test_bn_reestimated_accuracy_matches_update_bn_and_leaves_the_model_alone(sm
 
 def test_compare_runs_both_starts_on_the_same_data_and_steps():
     source = random_source()
-    result = P.compare(2, source=source, **TINY)
+    result = P.compare(Target(2), TINY, source=source)
     assert result.pretrained.history.step == result.scratch.history.step == 2
     assert result.n_train == 8 and result.classes == P.TARGET_CLASSES
     assert result.pretrained.history.loss != result.scratch.history.loss  # different starting weights
@@ -116,7 +117,7 @@ def test_compare_runs_both_starts_on_the_same_data_and_steps():
 
 def test_compare_is_reproducible_for_a_seed():
     source = random_source()
-    a, b = (P.compare(2, source=source, seed=3, **TINY) for _ in range(2))
+    a, b = (P.compare(Target(2), TINY, source=source, seed=3) for _ in range(2))
     assert a.pretrained.history.loss == b.pretrained.history.loss
     assert a.scratch.history.loss == b.scratch.history.loss
     assert (a.pretrained.accuracy_bn, a.scratch.accuracy_bn) == (b.pretrained.accuracy_bn, b.scratch.accuracy_bn)
@@ -125,14 +126,14 @@ def test_compare_is_reproducible_for_a_seed():
 def test_compare_on_a_model_the_workbench_did_not_define():
     torch.manual_seed(0)
     source = TinyResNet(num_classes=10)
-    result = P.compare(2, domain="digits", source=source, build=lambda nc: TinyResNet(num_classes=nc), **TINY)
+    result = P.compare(Target(2, domain="digits"), TINY, source=source, build=lambda nc: TinyResNet(num_classes=nc))
     assert result.classes == wb.data.DIGITS and result.pretrained.history.status == "completed"
     assert 0.0 <= result.scratch.accuracy_bn <= 1.0
 
 
 def test_the_pretrained_run_starts_from_the_source_weights():
     source = random_source()
-    result = P.compare(2, source=source, epochs=1, batch_size=8)
+    result = P.compare(Target(2), Recipe(epochs=1, batch_size=8), source=source)
     # the first step's loss is computed before any update: from the source's weights and a fresh head
     torch.manual_seed(0)
     twin = build_model(nc=4)
@@ -157,12 +158,14 @@ def test_run_measures():
 def test_grid_is_every_combination(sizes, gaps):
     settings_ = P.grid(sizes, gap=gaps, domain=("shapes", "digits"))
     assert len(settings_) == 2 * len(sizes) * len(gaps)
-    assert len({json.dumps(s, sort_keys=True) for s in settings_}) == len(settings_)
+    assert len(set(settings_)) == len(settings_)
+    expected = {(d, n, g) for d in ("shapes", "digits") for n in sizes for g in gaps}
+    assert {(t.domain, t.n_per_class, t.gap) for t in settings_} == expected
 
 
 def test_sweep_collects_one_comparison_per_setting():
     source = random_source()
-    result = P.sweep(P.grid((2,), domain=("shapes", "digits")), source=source, **TINY)
+    result = P.sweep(P.grid((2,), domain=("shapes", "digits")), TINY, source=source)
     assert [r.domain for r in result.results] == ["shapes", "digits"]
     assert result.find(domain="digits").n_train == 20
     with pytest.raises(ValueError, match="results match"):
@@ -170,13 +173,13 @@ def test_sweep_collects_one_comparison_per_setting():
     assert "validation accuracy" in str(result)
     fig = result.figure()
     assert len(fig.data) == 4 and list(fig.data[0].x) == [r.knobs() for r in result.results]
-    with pytest.raises(ValueError, match="at least one setting"):
+    with pytest.raises(ValueError, match="at least one target"):
         P.sweep([])
 
 
 # ----------------------------------------------------------------------------------------------- the panel
 def test_target_panel_knobs_make_the_data_for_the_next_run():
-    panel = TargetPanel(n_per_class=3, source=random_source(), **TINY)
+    panel = TargetPanel(Target(3), TINY, source=random_source())
     assert len(panel.compare.train) == 12 and panel.compare.runs.value == P.STARTS
     panel.gap.value = 0.5
     assert panel.compare.train.x.mean() > P.target_data(3)[0].x.mean()
@@ -184,10 +187,54 @@ def test_target_panel_knobs_make_the_data_for_the_next_run():
     assert panel.compare.train.nc == 10 and "30 training images" in panel.about.value
     state = panel.state()
     assert state["controls"] == {"domain": "digits", "n_per_class": 3, "gap": 0.5}
-    again = TargetPanel.from_state(json.dumps(state), source=random_source(), **TINY)
+    again = TargetPanel.from_state(json.dumps(state), Target(3), TINY, source=random_source())
     assert torch.equal(again.compare.train.x, panel.compare.train.x)
     histories = panel.compare.run()
     assert set(histories) == set(P.STARTS) and all(h.status == "completed" for h in histories.values())
+    train, val = panel.compare.train, panel.compare.val
+    for name, model in panel.compare.models.items():  # the panel shows the BN-re-estimated number the lesson reads
+        expected = P.bn_reestimated_accuracy(model, train, val, 4)
+        assert panel.compare.accuracy_bn[name] == expected
+        assert f"{expected:.3f}" in panel.compare.table.value
+    assert "BatchNorm re-estimated" in panel.compare.table.value
+
+
+def test_compare_records_both_accuracies_after_every_epoch():
+    result = P.compare(Target(2), Recipe(epochs=2, batch_size=4), source=random_source())
+    for run in (result.pretrained, result.scratch):
+        assert len(run.curve) == len(run.curve_bn) == 2 and run.curve_bn[-1] == run.accuracy_bn
+        assert run.epochs_to(0.0, bn_reestimated=True) == 1
+    fig = result.figure()
+    by_panel = {(t.name, t.xaxis or "x"): list(t.y) for t in fig.data}
+    assert by_panel[("scratch", "x2")] == result.scratch.curve
+    assert by_panel[("scratch", "x3")] == list(result.scratch.curve_bn)
+    assert by_panel[("pretrained", "x")] == result.pretrained.history.loss
+    assert fig.layout.yaxis2.range == fig.layout.yaxis3.range == (0, 1.02)  # one scale for the two accuracy panels
+    assert "chance 0.25" in fig.layout.annotations[1].text
+    # runs lying on each other stay visible: each start has its own marker
+    assert fig.data[1].marker.symbol != fig.data[4].marker.symbol
+
+
+def test_bn_tracker_scores_the_model_as_it_is_at_each_epoch_end():
+    from workbench.runs import Run as Start
+    from workbench.runs import run_all
+
+    train, val = P.target_data(2, val_per_class=3)
+    models = {}
+    callback, curves = P.bn_tracker(models, train, val, 4)
+    run_all([Start("scratch", lambda: build_model(nc=4))], train, val, models=models, callback=callback, epochs=2,
+            batch_size=4, device="cpu")
+    assert len(curves["scratch"]) == 2
+    assert curves["scratch"][-1] == P.bn_reestimated_accuracy(models["scratch"], train, val, 4)
+
+
+def test_a_wrong_build_gets_an_error_naming_build():
+    with pytest.raises(TypeError, match="build= must be a function nc -> a fresh model"):
+        P.compare(Target(2), TINY, source=random_source(), build=3)
+    with pytest.raises(TypeError, match=r"build= is called as build\(nc\) with nc=4"):
+        P.compare(Target(2), TINY, source=random_source(), build=lambda: build_model(nc=4))
+    with pytest.raises(TypeError, match=r"build\(4\) must return an nn.Module"):
+        P.compare(Target(2), TINY, source=random_source(), build=lambda nc: "a model")
 
 
 def test_bn_reestimation_also_works_on_a_model_frozen_with_eval_batchnorm():

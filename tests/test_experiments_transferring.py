@@ -7,6 +7,7 @@ from torch import nn
 import workbench as wb
 from workbench import build_model, transfer
 from workbench.experiments import transferring as T
+from workbench.experiments.recipe import Recipe, Target
 
 
 def fresh_copy(model: nn.Module) -> dict:
@@ -168,11 +169,19 @@ def test_the_conv_block_counts_one_shared_zero_d_buffer(source):
 
 def test_layer_map_runs_fine_tunes_both_on_the_same_data():
     torch.manual_seed(1)
-    runs = T.layer_map_runs(build_model(nc=10), n_per_class=2, epochs=1, batch_size=8)
+    source = build_model(nc=10)
+    runs = T.layer_map_runs(Target(2), Recipe(epochs=1, batch_size=8), source=source)
     assert list(runs.reports) == ["by name", "layer map"]
     assert [r.n_transferred for r in runs.reports.values()] == [6, 156]
     assert all(h.step == 1 for h in runs.histories.values())
     assert "weights matched" in str(runs)
+    # the first loss is computed before any update: from the shifted model under seed 0, with the mapped weights
+    train = Target(2).data(0)[0]
+    torch.manual_seed(0)
+    twin = T.shifted_model(1, nc=4)
+    wb.transfer(source, twin, layer_map=wb.suggest_layer_map(source, twin))
+    expected = torch.nn.functional.cross_entropy(twin.train()(train.x), train.y).item()
+    assert runs.histories["layer map"].loss[0] == pytest.approx(expected, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- channels
@@ -210,7 +219,9 @@ def test_branch_counts_on_a_model_the_workbench_did_not_define():
 
 def test_detector_runs_transfer_then_fine_tune_both_on_the_same_scenes():
     source = build_model("n", "detect", nc=10)
-    runs = T.detector_runs(source, source_names=wb.data.SOURCE_CLASSES, n_scenes=4, val_scenes=2, epochs=1)
+    runs = T.detector_runs(recipe=T.DETECTOR_RECIPE.replace(epochs=1), source=source,
+                           source_names=wb.data.SOURCE_CLASSES, n_scenes=4, val_scenes=2)
+    assert runs.epochs == 1 and runs.n_scenes == 4 and runs.steps == 1 and "(1 steps)" in str(runs)
     assert runs.report.n_transferred == 348 and runs.report.counts["partial"] == 6  # circle rows, by name
     assert set(runs.mAP50) == {"pretrained", "scratch"} and all(0 <= v <= 1 for v in runs.mAP50.values())
     assert "348/354" in str(runs) and "scratch" in runs._repr_html_()

@@ -4,9 +4,10 @@
   buffers, ``num_batches_tracked`` included), the counts, and the metadata stored with them;
 * :func:`target_data`: the target task, with the two knobs of the lesson (``n_per_class``, the
   target size, and ``gap`` / ``domain``, how far it is from the source);
-* :func:`compare`: the same target task fine-tuned from the pretrained weights and from scratch,
-  on the same seed and data (through :func:`workbench.runs.paired_runs`, as the panel does);
-* :func:`sweep`: :func:`compare` over the knobs;
+* :func:`compare`: the same target task (a :class:`~.recipe.Target`) fine-tuned from the
+  pretrained weights and from scratch with the same :class:`~.recipe.Recipe`, on the same seed
+  and data (through :func:`workbench.runs.paired_runs`, as the panel does);
+* :func:`sweep`: :func:`compare` over several targets.
 
 Every run reports its validation accuracy twice: *as trained* (eval mode, the BatchNorm running
 statistics the run ended with, which is what ``fit`` and Ultralytics report) and *BN
@@ -14,6 +15,7 @@ re-estimated* (the same weights with the running statistics recomputed on the tr
 by ``torch.optim.swa_utils.update_bn``). YOLO's BatchNorm momentum of 0.03 moves the running
 statistics 3 % of the way per step, so a short run from scratch still carries its initial
 statistics and scores near chance in eval mode; the second number shows what its features learnt.
+Both are recorded after every epoch (:attr:`Run.curve`, :attr:`Run.curve_bn`).
 
 Example:
     >>> train, val = target_data(4)
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
 
@@ -33,18 +35,18 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from .. import data
-from ..checkpoints import pretrained
 from ..freezing import unfreeze
 from ..metrics import evaluate
-from ..plots.results import sweep_bars
-from ..runs import default_build, paired_runs
+from ..plots.results import accuracy_curves, sweep_bars
+from ..runs import default_build, default_source, paired_runs
 from ..table import Table, TextResult
-from ..training import DEFAULT_CLIP, Batches, History
+from ..training import Batches, History
+from .recipe import LESSON, TARGET_CLASSES, VAL_PER_CLASS, Recipe, Target
 
-TARGET_CLASSES = ("triangle", "ring", "halfdisk", "tee")  # two source classes, two the source never saw
 DOMAINS = ("shapes", "digits")
-VAL_PER_CLASS = 25
 STARTS = ("pretrained", "scratch")
+PRETRAINING_RECIPE = LESSON  # fit's defaults: 6 epochs of batch 16, optimizer "auto", on the CPU
+SMALL_TARGET = Target(10)  # 10 images per class of the four target shapes, no gap
 
 
 # ----------------------------------------------------------------------------------------------- the weights
@@ -111,7 +113,7 @@ def describe_weights(model: nn.Module | None = None, *, entries: Sequence[str] |
         >>> summary.n_parameters, summary.n_buffers, summary.n_num_batches_tracked
         (4, 3, 1)
     """
-    model = pretrained("shapes_n") if model is None else model
+    model = default_source() if model is None else model
     state = model.state_dict()
     params = {name for name, _ in model.named_parameters()}
     if entries is None:
@@ -161,12 +163,14 @@ def target_data(n_per_class: int = 10, *, domain: str = "shapes", gap: float = 0
 # ----------------------------------------------------------------------------------------------- the runs
 @dataclass(frozen=True)
 class Run:
-    """One fine-tuning run: its History and its final validation accuracy, as trained and with BN re-estimated."""
+    """One fine-tuning run: its History; final validation accuracy as trained and BN re-estimated; ``curve_bn``
+    the re-estimated accuracy after each epoch (beside :attr:`curve`, as trained)."""
 
     start: str
     history: History
     accuracy: float
     accuracy_bn: float
+    curve_bn: tuple[float, ...] = ()
 
     @property
     def curve(self) -> list[float]:
@@ -187,9 +191,10 @@ class Run:
         coefs = self.history.clip_coef
         return sum(c < 1 for c in coefs) / len(coefs) if coefs else 0.0
 
-    def epochs_to(self, accuracy: float) -> int | None:
+    def epochs_to(self, accuracy: float, *, bn_reestimated: bool = False) -> int | None:
         """The first epoch (1-based) whose validation accuracy reached ``accuracy``, or ``None``."""
-        return next((k + 1 for k, a in enumerate(self.curve) if a >= accuracy), None)
+        curve = self.curve_bn if bn_reestimated else self.curve
+        return next((k + 1 for k, a in enumerate(curve) if a >= accuracy), None)
 
 
 def bn_reestimated_accuracy(model: nn.Module, train, val, batch_size: int = 16) -> float:
@@ -205,18 +210,61 @@ def bn_reestimated_accuracy(model: nn.Module, train, val, batch_size: int = 16) 
     return evaluate(twin, [(val.x, val.y)], device=next(twin.parameters()).device)["accuracy"]
 
 
+def bn_tracker(models: dict[str, nn.Module], train, val, batch_size: int = 16):
+    """A ``run_all`` callback that records each run's BN-re-estimated accuracy after every epoch.
+
+    Returns ``(callback, curves)``: ``curves[run]`` grows by one value each time the run's
+    History gains a validation accuracy; the model itself is not changed (see
+    :func:`bn_reestimated_accuracy`).
+
+    Example:
+        >>> callback, curves = bn_tracker({}, None, None)
+        >>> callback("scratch", History()); curves
+        {}
+    """
+    curves: dict[str, list[float]] = {}
+
+    def callback(name: str, history: History) -> None:
+        done = len(history.val.get("accuracy", []))
+        if done > len(curves.get(name, [])):
+            curves.setdefault(name, []).append(bn_reestimated_accuracy(models[name], train, val, batch_size))
+
+    return callback, curves
+
+
+def checked_build(build: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+    """``build`` wrapped so that a wrong one fails with a message naming ``build=`` and what it must be."""
+    if not callable(build):
+        raise TypeError(f"build= must be a function nc -> a fresh model (e.g. lambda nc: MyNet(num_classes=nc)); "
+                        f"got {build!r}")
+
+    def build_target(nc: int) -> nn.Module:
+        try:
+            model = build(nc)
+        except TypeError as err:
+            raise TypeError(f"build= is called as build(nc) with nc={nc}, the number of target classes, and must "
+                            f"return a fresh model; calling it raised: {err}") from err
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"build({nc}) must return an nn.Module; it returned {type(model).__name__}")
+        return model
+
+    return build_target
+
+
 @dataclass(frozen=True, repr=False)
 class Comparison(TextResult):
-    """Pretrained against scratch on one target task: the knobs, then one :class:`Run` each."""
+    """Pretrained against scratch on one target task: the target, then one :class:`Run` each."""
 
-    domain: str
-    n_per_class: int
-    gap: float
+    target: Target
     classes: tuple[str, ...]
     n_train: int
     epochs: int
     pretrained: Run
     scratch: Run
+
+    domain = property(lambda self: self.target.domain)
+    n_per_class = property(lambda self: self.target.n_per_class)
+    gap = property(lambda self: self.target.gap)
 
     @property
     def advantage(self) -> float:
@@ -236,12 +284,18 @@ class Comparison(TextResult):
         gap = f", gap {self.gap:g}" if self.gap else ""
         return f"{self.domain} x{len(self.classes)} classes, {self.n_per_class}/class ({self.n_train} images){gap}"
 
+    def figure(self, title: str | None = None):
+        """Loss per step, accuracy per epoch as trained and BN re-estimated (``plots.results.accuracy_curves``)."""
+        runs, title = {run.start: run for run in (self.pretrained, self.scratch)}, title or self.knobs()
+        return accuracy_curves(runs, chance=1 / len(self.classes), title=title)
+
     def __str__(self) -> str:
-        header = ("start", "val acc (as trained)", "val acc (BN re-estimated)", "per epoch", "mean loss",
-                  "median grad norm", "clipped steps")
+        header = ("start", "val acc (as trained)", "val acc (BN re-estimated)", "per epoch (as trained)",
+                  "per epoch (BN re-est.)", "mean loss", "median grad norm", "clipped steps")
         rows = [{"start": r.start, "val acc (as trained)": f"{r.accuracy:.3f}",
                  "val acc (BN re-estimated)": f"{r.accuracy_bn:.3f}",
-                 "per epoch": " ".join(f"{a:.2f}" for a in r.curve),
+                 "per epoch (as trained)": " ".join(f"{a:.2f}" for a in r.curve),
+                 "per epoch (BN re-est.)": " ".join(f"{a:.2f}" for a in r.curve_bn),
                  "mean loss": f"{r.mean_loss:.3f}", "median grad norm": f"{r.median_grad_norm:.2f}",
                  "clipped steps": f"{100 * r.clipped:.0f}%"} for r in (self.pretrained, self.scratch)]
         steps = self.pretrained.history.step
@@ -250,53 +304,48 @@ class Comparison(TextResult):
                                 f"{self.feature_advantage:+.3f} with BN re-estimated"]))
 
 
-def compare(n_per_class: int = 10, *, domain: str = "shapes", gap: float = 0.0,
-            classes: Sequence[str] = TARGET_CLASSES, epochs: int = 6, batch_size: int = 16,
-            optimizer: str = "auto", lr: float | None = None, clip: float | None = DEFAULT_CLIP, seed: int = 0,
-            source: nn.Module | dict | None = None, build: Callable[[int], nn.Module] | None = None,
-            device: str = "cpu") -> Comparison:
-    """Fine-tune the target task from ``source`` and from scratch, same seed, same data, same recipe.
+def compare(target: Target = SMALL_TARGET, recipe: Recipe = PRETRAINING_RECIPE, *, seed: int = 0,
+            source: nn.Module | dict | None = None, build: Callable[[int], nn.Module] | None = None) -> Comparison:
+    """Fine-tune ``target`` from ``source`` and from scratch, same seed, same data, same ``recipe``.
 
     Both models are built under ``seed`` by ``build(nc)``; the pretrained one then receives every
     source entry whose name and shape match (:func:`workbench.transfer`: the class layer stays
-    fresh). Then :func:`workbench.fit` trains each with the same options.
+    fresh). Then :func:`workbench.fit` trains each with ``recipe``'s options (the CPU by default, so
+    that a seed gives the same numbers everywhere). After every epoch each run is scored twice: as
+    trained and with BatchNorm re-estimated (:func:`bn_reestimated_accuracy`).
 
     Args:
-        n_per_class, domain, gap, classes: the target task (:func:`target_data`).
-        epochs, batch_size, optimizer, lr, clip: ``fit``'s options, the same for both runs.
+        target, recipe: the target task and how both runs train (:class:`~.recipe.Target`, :class:`~.recipe.Recipe`).
         seed: the seed of the data, the initialisation and the batch order.
         source: pretrained weights (a model or a state_dict); default ``workbench.pretrained("shapes_n")``.
         build: ``nc -> model`` (default: a workbench model like the source).
-        device: where to train; the CPU by default, so that a seed gives the same numbers everywhere
-            (an accelerator, with its own kernels and mixed precision, gives slightly different ones).
 
     Example:
         >>> from workbench import build_model
-        >>> result = compare(2, epochs=1, batch_size=4, source=build_model(nc=10))
-        >>> result.pretrained.history.step, result.scratch.history.step
-        (2, 2)
+        >>> result = compare(Target(2), Recipe(epochs=1, batch_size=4), source=build_model(nc=10))
+        >>> result.pretrained.history.step, len(result.scratch.curve_bn)
+        (2, 1)
     """
-    train, val = target_data(n_per_class, domain=domain, gap=gap, classes=classes, seed=seed)
-    source = pretrained("shapes_n") if source is None else source
-    build = build or default_build(source)
+    train, val = target.data(seed)
+    source = default_source() if source is None else source
+    build = checked_build(build) if build is not None else default_build(source)
     models: dict[str, nn.Module] = {}
-    histories = paired_runs(train, val, source=source, build=build, runs=STARTS, depth=0, epochs=epochs,
-                            batch_size=batch_size, seed=seed, models=models, optimizer=optimizer, lr=lr, clip=clip,
-                            device=device)
+    callback, curves_bn = bn_tracker(models, train, val, recipe.batch_size)
+    histories = paired_runs(train, val, source=source, build=build, runs=STARTS, depth=0, seed=seed, models=models,
+                            callback=callback, **recipe.fit_options())
     runs = {}
     for start in STARTS:
-        history, model = histories[start], models[start]
+        history = histories[start]
         if history.status != "completed":
             raise RuntimeError(f"the {start} run did not complete ({history.status}): {history.events}")
-        runs[start] = Run(start, history, history.val["accuracy"][-1],
-                          bn_reestimated_accuracy(model, train, val, batch_size))
-    return Comparison(domain, n_per_class, gap, tuple(train.classes), len(train), epochs, runs["pretrained"],
-                      runs["scratch"])
+        curve_bn = tuple(curves_bn[start])
+        runs[start] = Run(start, history, history.val["accuracy"][-1], curve_bn[-1], curve_bn)
+    return Comparison(target, tuple(train.classes), len(train), recipe.epochs, runs["pretrained"], runs["scratch"])
 
 
 @dataclass(frozen=True, repr=False)
 class Sweep(TextResult):
-    """:func:`compare` over the knobs: one :class:`Comparison` per setting."""
+    """:func:`compare` over several targets: one :class:`Comparison` per target."""
 
     results: tuple[Comparison, ...]
 
@@ -310,9 +359,9 @@ class Sweep(TextResult):
         return found[0]
 
     def __str__(self) -> str:
-        header = ("target", "pretrained", "scratch", "advantage", "pretrained (BN re-est.)", "scratch (BN re-est.)",
-                  "advantage (BN re-est.)")
-        rows = [{"target": r.knobs(), "pretrained": f"{r.pretrained.accuracy:.3f}",
+        header = ("target", "epochs", "pretrained", "scratch", "advantage", "pretrained (BN re-est.)",
+                  "scratch (BN re-est.)", "advantage (BN re-est.)")
+        rows = [{"target": r.knobs(), "epochs": r.epochs, "pretrained": f"{r.pretrained.accuracy:.3f}",
                  "scratch": f"{r.scratch.accuracy:.3f}", "advantage": f"{r.advantage:+.3f}",
                  "pretrained (BN re-est.)": f"{r.pretrained.accuracy_bn:.3f}",
                  "scratch (BN re-est.)": f"{r.scratch.accuracy_bn:.3f}",
@@ -324,28 +373,27 @@ class Sweep(TextResult):
         return sweep_bars(self.results, STARTS, title=title)
 
 
-def sweep(settings: Iterable[Mapping], **common) -> Sweep:
-    """:func:`compare` once per setting: each a dict of its knobs, ``common`` the options they share.
+def sweep(targets: Iterable[Target], recipe: Recipe = PRETRAINING_RECIPE, **options) -> Sweep:
+    """:func:`compare` once per target with the same ``recipe``; ``options`` (seed, source, build) as compare's.
 
     Example:
         >>> from workbench import build_model
-        >>> result = sweep([{"n_per_class": 2}, {"n_per_class": 3}], epochs=1, batch_size=4,
-        ...                source=build_model(nc=10))
+        >>> result = sweep([Target(2), Target(3)], Recipe(epochs=1, batch_size=4), source=build_model(nc=10))
         >>> [r.n_train for r in result.results]
         [8, 12]
     """
-    results = tuple(compare(**{**common, **setting}) for setting in settings)
+    results = tuple(compare(target, recipe, **options) for target in targets)
     if not results:
-        raise ValueError("sweep needs at least one setting, e.g. [{'n_per_class': 10}, {'domain': 'digits'}]")
+        raise ValueError("sweep needs at least one target, e.g. [Target(10), Target(10, domain='digits')]")
     return Sweep(results)
 
 
 def grid(n_per_class: Iterable[int] = (10,), gap: Iterable[float] = (0.0,), domain: Iterable[str] = ("shapes",)
-         ) -> list[dict]:
-    """Every combination of the knobs as :func:`sweep` settings.
+         ) -> list[Target]:
+    """Every combination of the knobs as :func:`sweep` targets.
 
     Example:
-        >>> grid((10, 50), gap=(0.0, 0.5))[1]
-        {'domain': 'shapes', 'n_per_class': 10, 'gap': 0.5}
+        >>> [(t.n_per_class, t.gap) for t in grid((10, 50), gap=(0.0, 0.5))]
+        [(10, 0.0), (10, 0.5), (50, 0.0), (50, 0.5)]
     """
-    return [{"domain": d, "n_per_class": n, "gap": g} for d, n, g in product(domain, n_per_class, gap)]
+    return [Target(n, domain=d, gap=g) for d, n, g in product(domain, n_per_class, gap)]

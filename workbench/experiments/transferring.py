@@ -6,12 +6,11 @@
   source's, every other entry is still the target's fresh initialisation, class rows as listed;
 * :func:`head_start`: the class layer's rows copied by class name give the shared classes a
   working head before any training;
-* :func:`shifted_model` and :func:`layer_map_effect`: one inserted layer shifts every index after
-  it, name matching drops those layers, and a layer map brings them back;
+* :func:`shifted_model`, :func:`layer_map_effect`, :func:`layer_map_runs`: one inserted layer
+  shifts every later index, name matching drops those layers, and a layer map brings them back;
 * :func:`adapt_channels`: the first conv summed to one input channel computes, on a grey image,
   exactly what the source computes on that image repeated to three channels;
-* :func:`branch_counts` and :func:`detector_runs`: the same moment on a detector: only the class
-  branch's last conv is re-initialised, and the transferred detector fine-tunes far past scratch.
+* :func:`branch_counts`, :func:`detector_runs`: the same on a detector (from :mod:`.detector_transfer`).
 
 Example:
     >>> from workbench import build_model, transfer
@@ -30,18 +29,18 @@ import torch
 from torch import nn
 
 from .. import data
-from ..checkpoints import pretrained
 from ..metrics import evaluate
 from ..models import SCALES, YOLO, Bottleneck, Spec, _backbone, build_model, scale_rules
 from ..modes import eval_mode
-from ..scenes import shape_scenes
+from ..runs import Run, default_source, run_all
 from ..table import Table, TextResult
-from ..training import Batches, History, fit
+from ..training import History
 from ..transfer import TransferReport, adapt_input_conv, source_state, suggest_layer_map, transfer
-from .pretraining import target_data
+from .detector_transfer import DETECT_TARGET, DETECTOR_RECIPE, DetectorRuns, branch_counts, detector_runs  # noqa: F401
+from .recipe import LESSON, TARGET_CLASSES, Recipe, Target
 
-TARGET_CLASSES = ("triangle", "ring", "halfdisk", "tee")  # as lesson 1: two source classes, two new ones
-DETECT_TARGET = ("circle", "halfdisk", "tee")  # the detector's target: one source class, two new ones
+TRANSFER_RECIPE = LESSON  # the layer-map runs: fit's defaults, 6 epochs of batch 16 on the CPU
+TRANSFER_TARGET = Target(10)  # lesson 1's small target: 10 images per class, no gap
 
 
 # ----------------------------------------------------------------------------------------------- the count
@@ -91,9 +90,7 @@ def entry_kind(name: str, owners: dict[str, str]) -> str:
 def count_items(report: TransferReport, model: nn.Module) -> ItemCount:
     """Decompose ``report``'s items (the target's state_dict entries) by kind and by stage.
 
-    Args:
-        report: a :func:`workbench.transfer` report for ``model``.
-        model: the target model (any ``nn.Module``); its module types name the kinds.
+    ``report``: a :func:`workbench.transfer` report for ``model`` (any module: its types name the kinds).
     """
     owners, params = _owner_types(model), {name for name, _ in model.named_parameters(remove_duplicate=False)}
     stages = {index: stage for index, _, stage, _ in report.layers}
@@ -133,12 +130,8 @@ class Verification(TextResult):
 def verify(report: TransferReport, source, fresh: dict[str, torch.Tensor], model: nn.Module) -> Verification:
     """Check the ledger against the tensors.
 
-    Args:
-        report: what :func:`workbench.transfer` returned for ``model``.
-        source: what was transferred from (model, state_dict or path).
-        fresh: ``model``'s state_dict copied *before* the transfer (its fresh initialisation).
-        model: the model after the transfer.
-
+    ``report`` is what :func:`workbench.transfer` returned for ``model`` from ``source`` (model,
+    state_dict or path); ``fresh`` is ``model``'s state_dict copied *before* the transfer.
     ``transferred`` entries must equal the source's, ``adapted`` ones the source's first conv
     adapted by :func:`~workbench.transfer.adapt_input_conv`; in a ``partial`` entry every row must
     be either a source row (a copied class) or its fresh row; every other entry must be fresh.
@@ -220,7 +213,7 @@ def head_start(source=None, target_names: Sequence[str] = TARGET_CLASSES, *, sou
     """
     if isinstance(fresh_heads, bool) or not isinstance(fresh_heads, int) or fresh_heads < 1:
         raise ValueError(f"fresh_heads must be an integer >= 1 (got {fresh_heads!r})")
-    source = pretrained("shapes_n") if source is None else source
+    source = default_source() if source is None else source
     if source_names is None:
         source_names = getattr(source, "pretrained_info", {}).get("classes")
         if source_names is None:
@@ -336,28 +329,30 @@ class MapRuns(TextResult):
                          title=f"one {self.block} layer inserted at index {self.insert_at}, then fine-tuned:"))
 
 
-def layer_map_runs(source=None, *, insert_at: int = 1, block: str = "residual", n_per_class: int = 10,
-                   epochs: int = 6, seed: int = 0, **fit_options) -> MapRuns:
-    """Fine-tune :func:`shifted_model` on lesson 1's target task, from weights matched by name and by layer map.
+def layer_map_runs(target: Target = TRANSFER_TARGET, recipe: Recipe = TRANSFER_RECIPE, *, seed: int = 0, source=None,
+                   insert_at: int = 1, block: str = "residual") -> MapRuns:
+    """Fine-tune :func:`shifted_model` on ``target`` (lesson 1's task), from weights matched by name and by layer map.
 
-    Both models are built under ``seed`` and trained by :func:`workbench.fit` on the same data
-    (:func:`~workbench.experiments.pretraining.target_data`); ``fit_options`` go to ``fit``.
+    Both go through :func:`workbench.runs.run_all`: built under ``seed``, trained with ``recipe`` on the same data.
 
     Example:
-        >>> runs = layer_map_runs(build_model(nc=10), n_per_class=2, epochs=1, batch_size=8)
+        >>> runs = layer_map_runs(Target(2), Recipe(epochs=1, batch_size=8), source=build_model(nc=10))
         >>> [r.n_transferred for r in runs.reports.values()]
         [6, 156]
     """
-    source = pretrained("shapes_n") if source is None else source
-    train, val = target_data(n_per_class, seed=seed)
-    reports, histories = {}, {}
-    for name in ("by name", "layer map"):
-        torch.manual_seed(seed)
-        model = shifted_model(insert_at, block=block, nc=train.nc)
-        layer_map = suggest_layer_map(source, model) if name == "layer map" else None
-        reports[name] = transfer(source, model, layer_map=layer_map)
-        histories[name] = fit(model, train, val, epochs=epochs, seed=seed, progress=False,
-                              **{"batch_size": 16, "device": "cpu", **fit_options})
+    source = default_source() if source is None else source
+    train, val = target.data(seed)
+    reports: dict[str, TransferReport] = {}
+
+    def run(name: str) -> Run:
+        def start() -> nn.Module:
+            model = shifted_model(insert_at, block=block, nc=train.nc)
+            layer_map = suggest_layer_map(source, model) if name == "layer map" else None
+            reports[name] = transfer(source, model, layer_map=layer_map)
+            return model
+        return Run(name, start)
+
+    histories = run_all([run("by name"), run("layer map")], train, val, seed=seed, **recipe.fit_options())
     return MapRuns(insert_at, block, reports, histories)
 
 
@@ -390,7 +385,7 @@ def adapt_channels(source=None, *, channels: int = 1, n_per_class: int = 3, seed
         >>> result.report.counts["adapted"], result.max_difference < 1e-3
         (1, True)
     """
-    source = pretrained("shapes_n") if source is None else source
+    source = default_source() if source is None else source
     if not isinstance(source, YOLO):
         raise ValueError("adapt_channels needs a workbench model as the source (it builds the same architecture "
                          "with another input-channel count); for your own model call workbench.transfer directly")
@@ -402,76 +397,3 @@ def adapt_channels(source=None, *, channels: int = 1, n_per_class: int = 3, seed
         expected = source(grey.x.repeat(1, 3, 1, 1))
         got = model(grey.x.repeat(1, channels, 1, 1))
     return ChannelAdaptation(report, (got - expected).abs().max().item(), len(grey))
-
-
-
-# ----------------------------------------------------------------------------------------------- detectors
-def branch_counts(report: TransferReport, layer: int) -> dict[str, Counter]:
-    """The statuses of one numbered layer's entries, grouped by its direct sub-module.
-
-    For a workbench ``Detect`` head, ``cv2`` is the box branch and ``cv3`` the class branch.
-
-    Example:
-        >>> report = transfer(build_model("n", "detect", nc=10), build_model("n", "detect", nc=3), dry_run=True)
-        >>> {part: dict(c) for part, c in branch_counts(report, 22).items()}
-        {'cv2': {'transferred': 42}, 'cv3': {'transferred': 36, 'shape_mismatch': 6}}
-    """
-    prefixes = {index: prefix for index, prefix, _, _ in report.layers}
-    if layer not in prefixes:
-        raise ValueError(f"layer {layer} is not in the report; its layers are {sorted(prefixes)}")
-    groups: dict[str, Counter] = {}
-    for row in report.rows:
-        if row.status != "unused" and row.layer == layer:
-            part = row.name.removeprefix(prefixes[layer] + ".").split(".")[0]
-            groups.setdefault(part, Counter())[row.status] += 1
-    return groups
-
-
-@dataclass(frozen=True, repr=False)
-class DetectorRuns(TextResult):
-    """A 3-class detector fine-tuned on a few scenes, from transferred weights and from scratch: mAP@0.5."""
-
-    target_names: tuple[str, ...]
-    n_scenes: int
-    epochs: int
-    report: TransferReport
-    mAP50: dict[str, float]
-
-    def __str__(self) -> str:
-        rows = [{"start": name, "val mAP50": f"{score:.3f}"} for name, score in self.mAP50.items()]
-        return "\n".join([f"{self.report.headline} ({', '.join(self.target_names)})",
-                          str(Table(("start", "val mAP50"), rows, indent=2,
-                                    title=f"fine-tuned on {self.n_scenes} scenes for {self.epochs} epochs:"))])
-
-
-def detector_runs(source=None, target_names: Sequence[str] = DETECT_TARGET, *,
-                  source_names: Sequence[str] | None = None, n_scenes: int = 100, val_scenes: int = 100,
-                  epochs: int = 4, seed: int = 0, **fit_options) -> DetectorRuns:
-    """Fine-tune a ``len(target_names)``-class detector twice on the same scenes: transferred and from scratch.
-
-    The transferred model gets the source's weights, with class rows copied by name when the
-    source's class names are known (``source_names`` or ``source.pretrained_info``). Both models are
-    built under ``seed``, trained by :func:`workbench.fit` (AdamW, batch 8, as the source detector, at
-    lr 0.001, half the source's 0.002: at 0.002 fine-tuning is unstable on some seeds and thread
-    counts; ``fit_options`` override) and scored by mAP@0.5 on ``val_scenes`` held-out scenes.
-
-    Example:
-        >>> runs = detector_runs(build_model("n", "detect", nc=10), n_scenes=4, val_scenes=2, epochs=1)
-        >>> sorted(runs.mAP50), runs.report.n_transferred
-        (['pretrained', 'scratch'], 348)
-    """
-    source = pretrained("shapes_detect_n") if source is None else source
-    source_names = source_names or getattr(source, "pretrained_info", {}).get("classes")
-    names = (list(source_names), list(target_names)) if source_names else None
-    train = shape_scenes(n_scenes, list(target_names), seed=seed + 1)
-    val = shape_scenes(val_scenes, list(target_names), seed=seed + 10_001)
-    options = {"batch_size": 8, "optimizer": "adamw", "lr": 0.001, "device": "cpu", **fit_options}
-    report, scores = None, {}
-    for start in ("pretrained", "scratch"):
-        torch.manual_seed(seed)
-        model = build_model(getattr(source, "scale", "n"), "detect", nc=len(target_names))
-        if start == "pretrained":
-            report = transfer(source, model, class_names=names)
-        fit(model, train, epochs=epochs, seed=seed, progress=False, **options)
-        scores[start] = evaluate(model, Batches(val, 64, shuffle=False))["mAP50"]
-    return DetectorRuns(tuple(target_names), n_scenes, epochs, report, scores)

@@ -1,33 +1,74 @@
-"""The target task's knobs (domain, target size, domain gap) above a :class:`ComparePanel` (lesson 1).
+"""The target task's knobs (domain, target size, domain gap) above a comparison panel (lesson 1).
 
 Example:
     >>> from workbench import build_model
-    >>> TargetPanel(n_per_class=4, source=build_model(nc=10)).compare.runs.value
+    >>> TargetPanel(Target(4), source=build_model(nc=10)).compare.runs.value
     ('pretrained', 'scratch')
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import ipywidgets as widgets
+from torch import nn
 
-from ..experiments.pretraining import DOMAINS, STARTS, TARGET_CLASSES, target_data
+from ..experiments.pretraining import (
+    DOMAINS,
+    PRETRAINING_RECIPE,
+    SMALL_TARGET,
+    STARTS,
+    bn_reestimated_accuracy,
+    checked_build,
+)
+from ..experiments.recipe import Recipe, Target
+from ..table import Table
 from .base import STYLE, Panel
 from .compare import ComparePanel
 
 
-class TargetPanel(Panel):
-    """The target task's knobs (domain, target size, gap) above a :class:`~workbench.panels.ComparePanel`.
+class BNComparePanel(ComparePanel):
+    """A :class:`~workbench.panels.ComparePanel` whose table adds each finished run's accuracy with BN re-estimated.
 
-    Moving a knob makes new target data for the next Run; ``panel.compare`` is the ComparePanel
-    (its ``run()`` trains and returns the histories).
+    ``accuracy_bn`` holds ``{run: accuracy}`` after a run (see
+    :func:`~workbench.experiments.pretraining.bn_reestimated_accuracy`): the validation accuracy of
+    the trained weights once BatchNorm's running statistics are recomputed on the training images.
+    """
+
+    def start(self) -> bool:
+        self.accuracy_bn: dict[str, float] = {}
+        return super().start()
+
+    def _train(self) -> None:
+        super()._train()
+        self.accuracy_bn = {name: bn_reestimated_accuracy(model, self.train, self.val, self.batch_size.value)
+                            for name, model in self.models.items() if self.histories[name].status == "completed"}
+        self.redraw()
+
+    def _table(self) -> str:
+        rows = [{"run": name, "val accuracy, as trained": f"{h.val['accuracy'][-1]:.3f}",
+                 "val accuracy, BatchNorm re-estimated": f"{self.accuracy_bn[name]:.3f}"}
+                for name, h in self.histories.items() if name in getattr(self, "accuracy_bn", {})]
+        table = Table(("run", "val accuracy, as trained", "val accuracy, BatchNorm re-estimated"), rows,
+                      title="after the last epoch")._repr_html_() if rows else ""
+        return super()._table() + table
+
+
+class TargetPanel(Panel):
+    """The target task's knobs (domain, target size, gap) above a :class:`BNComparePanel`.
+
+    ``domain``, ``n_per_class`` and ``gap``, when given, replace the target's (as a saved state does).
+    Moving a knob makes new target data for the next Run; ``panel.compare`` is the comparison
+    panel (its ``run()`` trains and returns the histories; ``panel.compare.accuracy_bn`` then holds
+    each run's accuracy with BatchNorm re-estimated).
 
     What to look for: with few images and no gap, the pretrained run is right after an epoch while
-    scratch stays at chance; move the gap up or pick digits and the pretrained lead shrinks.
+    scratch, as trained, stays at chance; its BatchNorm-re-estimated accuracy, in the table under
+    the curves, shows what its weights learnt. Move the gap up or pick digits and the pretrained
+    lead shrinks.
 
     Example:
         >>> from workbench import build_model
-        >>> panel = TargetPanel(n_per_class=4, source=build_model(nc=10))
+        >>> panel = TargetPanel(Target(4), source=build_model(nc=10))
         >>> panel.n_per_class.value = 6
         >>> len(panel.compare.train), panel.compare.runs.value
         (24, ('pretrained', 'scratch'))
@@ -35,19 +76,23 @@ class TargetPanel(Panel):
 
     CONTROLS = ("domain", "n_per_class", "gap")
 
-    def __init__(self, *, domain: str = "shapes", n_per_class: int = 10, gap: float = 0.0,
-                 classes: Sequence[str] = TARGET_CLASSES, source=None, epochs: int = 6, batch_size: int = 16,
-                 seed: int = 0, hide: Iterable[str] = (), **fit_options):
-        self.classes = tuple(classes)
-        self.domain = widgets.ToggleButtons(options=DOMAINS, value=domain, description="target domain", style=STYLE)
-        self.n_per_class = widgets.IntSlider(value=n_per_class, min=2, max=149, description="images per class",
+    def __init__(self, target: Target = SMALL_TARGET, recipe: Recipe = PRETRAINING_RECIPE, *, source=None,
+                 build: Callable[[int], nn.Module] | None = None, domain: str | None = None,
+                 n_per_class: int | None = None, gap: float | None = None, seed: int = 0, hide: Iterable[str] = ()):
+        knobs = {"domain": domain, "n_per_class": n_per_class, "gap": gap}
+        self.target = target = target.replace(**{k: v for k, v in knobs.items() if v is not None})
+        self.domain = widgets.ToggleButtons(options=DOMAINS, value=target.domain, description="target domain",
+                                            style=STYLE)
+        self.n_per_class = widgets.IntSlider(value=target.n_per_class, min=2, max=149, description="images per class",
                                              style=STYLE, continuous_update=False)
-        self.gap = widgets.FloatSlider(value=gap, min=0.0, max=1.0, step=0.1, description="domain gap",
+        self.gap = widgets.FloatSlider(value=target.gap, min=0.0, max=1.0, step=0.1, description="domain gap",
                                        style=STYLE, continuous_update=False)
         self.about = widgets.HTML()
         train, val = self._data(seed)
-        self.compare = ComparePanel(train, val, source=source, runs=STARTS, epochs=epochs, batch_size=batch_size,
-                                    seed=seed, hide=("depth", "unfreeze_at"), **{"device": "cpu", **fit_options})
+        options = recipe.fit_options()
+        self.compare = BNComparePanel(train, val, source=source, build=build and checked_build(build), runs=STARTS,
+                                      epochs=options.pop("epochs"), batch_size=options.pop("batch_size"), seed=seed,
+                                      hide=("depth", "unfreeze_at"), **options)
         for control in (self.domain, self.n_per_class, self.gap):
             control.observe(self._update, names="value")
         self._describe()
@@ -55,8 +100,8 @@ class TargetPanel(Panel):
         self._finish([self.domain, knobs, self.about, self.compare], seed, hide)
 
     def _data(self, seed: int):
-        return target_data(self.n_per_class.value, domain=self.domain.value, gap=self.gap.value,
-                           classes=self.classes, seed=seed)
+        knobs = self.target.replace(n_per_class=self.n_per_class.value, domain=self.domain.value, gap=self.gap.value)
+        return knobs.data(seed)
 
     def _update(self, change=None) -> None:
         self.compare.train, self.compare.val = self._data(self.seed)
