@@ -20,11 +20,12 @@ from .health import (
     signal_plot,
 )
 from .layers import freeze_map, freeze_rows, transfer_map
-from .results import sweep_bars
+from .results import accuracy_curves, sweep_bars
 from .signals import signal_figure
 from .studio import history_until, layer_rows, studio_figure
 
 __all__ = [
+    "accuracy_curves",
     "bn_drift_bars",
     "clip_value",
     "compare_runs",
