@@ -36,7 +36,7 @@ from ..monitor import OTHER
 from ..schedules import Preview
 from ..training import History
 from ..transfer import TransferReport
-from .curves import colour, epoch_end_steps
+from .curves import coinciding_curves, colour, epoch_end_steps
 from .health import clip_value
 
 TRANSFER_COLOURS = {"transferred": "#2ca02c", "partial": "#e6b422", "adapted": "#4c78a8",
@@ -223,16 +223,7 @@ def norm_traces(history: History) -> list[dict]:
                  line=dict(color="#d62728", width=1), xaxis="x5", yaxis="y6")]
 
 
-def coinciding(curves: Mapping[str, np.ndarray]) -> list[list[str]]:
-    """Groups of curve names whose values are equal at every step (drawn with widths that keep each visible)."""
-    classes: list[list[str]] = []
-    for name, y in curves.items():
-        same = next((c for c in classes if len(curves[c[0]]) == len(y) and np.allclose(curves[c[0]], y)), None)
-        if same is None:
-            classes.append([name])
-        else:
-            same.append(name)
-    return classes
+coinciding = coinciding_curves  # groups of LR curves equal at every step, shared with lr_curves
 
 
 def lr_traces(history: History, preview: Preview | None) -> list[dict]:
