@@ -42,6 +42,7 @@ class FreezeReport(TableResult):
     rows: tuple[FreezeRow, ...]
     changed: tuple[str, ...]  # parameter names whose requires_grad this call changed
     untouched: tuple[str, ...]  # selected parameters frozen outside the workbench, left as they are
+    empty: tuple[int, ...] = ()  # selected layers without parameters (a ReLU, a pooling layer)
 
     @property
     def tensors(self) -> int:
@@ -63,13 +64,21 @@ class FreezeReport(TableResult):
         verb = {"freeze": "froze", "unfreeze": "unfroze", "set depth": "changed"}[self.action]
         policy = f", bn={self.bn!r}" if self.bn else ""
         share = 100 * self.trainable / self.total if self.total else 0.0
-        text = (f"{self.action} {self.selection}{policy}: {verb} {self.tensors} tensors ({self.params:,} parameters) "
-                f"in {sum(r.tensors > 0 for r in self.rows)} layers; trainable {self.trainable:,} of "
+        layers = sum(r.tensors > 0 for r in self.rows)
+        text = (f"{self.action} {self.selection}{policy}: {verb} {self.tensors} tensor{'s' * (self.tensors != 1)} ({self.params:,} parameters) "
+                f"in {layers} layer{'s' * (layers != 1)}{self._empty_note()}; trainable {self.trainable:,} of "
                 f"{self.total:,} ({share:.1f}%)")
         if self.untouched:
             text += (f"; left alone {len(self.untouched)} tensors frozen outside the workbench "
                      f"(e.g. {self.untouched[0]})")
         return text
+
+    def _empty_note(self) -> str:
+        if not self.empty:
+            return ""
+        names = ", ".join(str(i) for i in self.empty)
+        return (f" (layer {names} has no parameters)" if len(self.empty) == 1
+                else f" (layers {names} have no parameters)")
 
     HEADER = ("index", "name", "stage", "type", "changed", "changed params", "frozen", "params", "bn")
 
@@ -79,7 +88,7 @@ class FreezeReport(TableResult):
         return Table(self.HEADER, rows, title=self.summary())
 
 
-def build_report(model, action, selection, bn, changed, untouched, norms) -> FreezeReport:
+def build_report(model, action, selection, bn, changed, untouched, norms, chosen=()) -> FreezeReport:
     numbered, changed = numbered_layers(model), list(changed)
     counts: dict[int | None, Counter] = {}  # layer index -> FreezeRow's counts by field name
     changed_set = set(changed)
@@ -100,5 +109,6 @@ def build_report(model, action, selection, bn, changed, untouched, norms) -> Fre
             for layer in numbered]
     if None in counts:
         rows.append(FreezeRow(index=-1, name="(outside the numbered layers)", stage="", type="", **tally(None)))
-    return FreezeReport(action, selection, bn, tuple(rows), tuple(changed), tuple(untouched))
+    empty = tuple(r.index for r in rows if r.index in set(chosen) and r.total == 0)
+    return FreezeReport(action, selection, bn, tuple(rows), tuple(changed), tuple(untouched), empty)
 

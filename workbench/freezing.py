@@ -144,7 +144,8 @@ def freeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int] 
     new_norms = [n for n, m in norms.items() if bn_policy(m) is None]
     for n in new_norms:
         pin(norms[n], bn)
-    return build_report(model, "freeze", selection.text, bn, to_freeze, untouched, new_norms)
+    chosen = range(depth) if depth is not None else layers if layers is not None else ()
+    return build_report(model, "freeze", selection.text, bn, to_freeze, untouched, new_norms, chosen)
 
 
 def unfreeze(model: nn.Module, depth: int | None = None, *, layers: Iterable[int] | None = None,

@@ -117,7 +117,7 @@ class FreezePanel(Panel):
         self.example = example if example is not None or not steps else example_batch(self.model, batch, seed=seed)
         self.full_step = step_time(self.model, *self.example, steps=steps, warmup=1) if steps else None
         self.report = set_freeze_depth(self.model, depth, bn)
-        self.figure = live_figure(freeze_map(self.model))
+        self.figure = live_figure(freeze_map(self.model, depth=depth))
         self._update()
         for control in (self.depth, self.bn):
             control.observe(self._update, names="value")
@@ -134,10 +134,10 @@ class FreezePanel(Panel):
         report, depth = self.report, self.depth.value
         frozen = report.total - report.trainable
         share = 100 * report.trainable / report.total if report.total else 0.0
-        span = frozen_span(freeze_rows(self.model))  # the freeze map's title says the same
+        span = frozen_span(freeze_rows(self.model), depth)  # the freeze map's title says the same
         self.summary.value = (f"depth={depth}, bn={self.bn.value!r}: {span}, {frozen:,} parameters frozen; "
                               f"trainable {report.trainable:,} of {report.total:,} ({share:.1f}%)")
-        refresh_figure(self.figure, freeze_map(self.model))
+        refresh_figure(self.figure, freeze_map(self.model, depth=depth))
         self.step_seconds = step_time(self.model, *self.example, steps=self.steps) if self.steps else None
         if depth == 0 and self.step_seconds is not None:
             self.full_step = self.step_seconds  # the baseline, measured again whenever nothing is frozen

@@ -134,12 +134,14 @@ def compact(count: int) -> str:
     return str(count)
 
 
-def frozen_span(rows: list[tuple[int, str, str, int, int, str]]) -> str:
+def frozen_span(rows: list[tuple[int, str, str, int, int, str]], depth: int | None = None) -> str:
     """Which layers a freeze froze, from :func:`freeze_rows`: ``"layers 0-4 frozen (1 of them has no parameters)"``.
 
     A layer counts as frozen when any of its parameters is; a layer without parameters inside the
     frozen span is named apart, and so are partly frozen ones (e.g. BatchNorm's gamma and beta
-    left trainable by ``bn="affine"``). The freeze panel's summary and the freeze map's title both use it.
+    left trainable by ``bn="affine"``). ``depth``, when the freeze was ``depth=N``, extends the span
+    over parameterless layers at its end (a pooling layer before the head), which the rows alone
+    cannot tell apart from unfrozen ones. The freeze panel's summary and the freeze map's title both use it.
 
     Example:
         >>> frozen_span([(0, "Conv", "backbone", 10, 10, ""), (1, "ReLU", "backbone", 0, 0, ""),
@@ -149,7 +151,7 @@ def frozen_span(rows: list[tuple[int, str, str, int, int, str]]) -> str:
     touched = [r for r in rows if r[3] > 0]
     if not touched:
         return "no layer frozen"
-    last = max(r[0] for r in touched)
+    last = max([r[0] for r in touched] + ([depth - 1] if depth else []))
     inside = [r for r in rows if r[0] <= last]
     if any(r[3] == 0 and r[4] > 0 for r in inside):  # not a prefix: a list of layers or name patterns
         return f"{len(touched)} layer{'s' * (len(touched) != 1)} frozen ({', '.join(str(r[0]) for r in touched)})"
@@ -160,13 +162,13 @@ def frozen_span(rows: list[tuple[int, str, str, int, int, str]]) -> str:
     return span + (f" ({', '.join(notes)})" if notes else "")
 
 
-def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) -> go.Figure:
+def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None, depth: int | None = None) -> go.Figure:
     """Frozen or trainable, per numbered layer (bar height: its parameters, linear, the count printed on it).
 
     The height is true to scale, so the first layers' bars are as small as their share of the
     model; the count above each bar gives the number. A badge names the BatchNorm policy of a
     frozen layer (``eval``, ``train``, ``affine``, ``frozen``); the title names the frozen layers
-    (:func:`frozen_span`) and the trainable share. The figure always has one bar trace per state
+    (:func:`frozen_span`, given ``depth`` when the freeze was ``depth=N``) and the trainable share. The figure always has one bar trace per state
     (empty when no layer is in it) and the badge trace, so a live view updates in place.
 
     Example:
@@ -201,7 +203,7 @@ def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None) ->
     total = sum(r[4] for r in rows)
     trainable = total - sum(r[3] for r in rows)
     share = 100 * trainable / total if total else 0.0
-    headline = f"{frozen_span(rows)} · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)"
+    headline = f"{frozen_span(rows, depth)} · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)"
     layout = dict(title=title or headline, height=380, margin=MARGIN, bargap=0.2, barmode="overlay",
                   legend=dict(orientation="h", y=-0.3),
                   xaxis=dict(title="layer", tickvals=[r[0] for r in rows], tickangle=0, tickfont=dict(size=10),
