@@ -95,7 +95,7 @@ def test_a_freeze_rule_changes_the_depth_at_a_step_boundary(small_shapes):
     assert history.status == "completed" and asked == [(s // 3, s) for s in range(6)]
     assert history.depth == [9, 9, 9, 0, 0, 0]
     assert history.freeze_depth == {0: 9, 1: 0}
-    assert [text for _, text in history.events] == ["epoch 1: freeze depth 9", "epoch 2: freeze depth 0 (was 9)"]
+    assert [text for _, text in history.events] == ["step 1 (epoch 1): freeze depth 9", "step 4 (epoch 2): freeze depth 0 (was 9)"]
     norms = torch.tensor(history.layer_grad_norms)
     first = history.layer_names.index("layers.0")
     assert (norms[:3, first] == 0).all() and (norms[3:, first] > 0).all()  # layer 0 lights up at step 3
@@ -109,7 +109,7 @@ def test_a_freeze_rule_may_change_mid_epoch_and_return_none_to_keep_the_depth(sm
     model = build_model(nc=3)
     history = fit(model, train, freeze=lambda epoch, step: {0: 6, 4: 2}.get(step), **OPTIONS)
     assert history.depth == [6, 6, 6, 6, 2, 2]
-    assert history.events[1] == (4, "epoch 2: freeze depth 2 (was 6)")
+    assert history.events[1] == (4, "step 5 (epoch 2): freeze depth 2 (was 6)")
 
 
 def test_an_epoch_schedule_fills_the_per_step_depth(small_shapes):

@@ -120,8 +120,10 @@ def test_timeline_marks_every_recorded_change(run):
     assert list(marks.x) == changes and list(marks.y) == [9, 0] and list(marks.text) == ["9", "9→0"]
     assert list(_trace(fig, "freeze depth").y) == history.depth
     assert depth_changes(history) == [(1, 9, None), (6, 0, 9)]
-    assert [e for e in history.events if "freeze depth" in e[1]] == [(0, "epoch 1: freeze depth 9"),
-                                                                     (5, "epoch 2: freeze depth 0 (was 9)")]
+    assert [e for e in history.events if "freeze depth" in e[1]] == [(0, "step 1 (epoch 1): freeze depth 9"),
+                                                                     (5, "step 6 (epoch 2): freeze depth 0 (was 9)")]
+    texts = [text for _, text in history.events if "freeze depth" in text]
+    assert [int(text.split()[1]) for text in texts] == changes  # the text counts steps as the timeline does
 
 
 def test_norm_panel_has_the_total_norm_the_clip_line_and_the_coefficient(run):

@@ -91,6 +91,9 @@ def test_non_finite_loss_stops_and_restores_last_finite_weights(small_shapes):
     history = fit(model, train, epochs=2, batch_size=12, progress=False, loss_fn=loss_that_explodes,
                   callback=remember)
     assert history.status == "non_finite" and history.step == 2
+    in_epoch = history.epochs_done + 1  # the epoch of the step that failed: the step after the last recorded one
+    assert in_epoch == (history.epoch[-1] + 1 if history.steps_in_epoch else history.epoch[-1] + 2)
+    assert f"2 steps, stopped in epoch {in_epoch} ({in_epoch - 1} completed)" in repr(history)
     assert "non-finite loss" in history.events[-1][1]
     assert all(torch.equal(v, kept[k]) for k, v in model.state_dict().items())
 
@@ -144,6 +147,15 @@ def test_bad_epochs_and_images_of_the_wrong_rank():
 
 def test_history_repr_is_readable():
     assert "new" in repr(History())
+
+
+def test_history_repr_says_which_epoch_a_stopped_run_stopped_in():
+    stopped = History(loss=[1.0] * 28, epoch=[e for e in range(6) for _ in range(5)][:28], status="non_finite",
+                      epochs_done=5, steps_in_epoch=3)
+    assert "28 steps, stopped in epoch 6 (5 completed)" in repr(stopped)
+    done = History(loss=[1.0] * 30, epoch=[e for e in range(6) for _ in range(5)], status="completed", epochs_done=6)
+    assert "30 steps, 6 epochs" in repr(done)
+    assert "5 steps, 1 epoch," in repr(History(loss=[1.0] * 5, epoch=[0] * 5, status="completed", epochs_done=1))
 
 
 def test_a_last_batch_of_one_image_joins_the_previous_batch():

@@ -121,7 +121,13 @@ class History:
     def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.4f}" if self.loss else ""
         val = ", ".join(f"val {k} {v[-1]:.4f}" for k, v in self.val.items() if v)
-        return f"History({self.status}: {self.step} steps, {self.epochs_done} epochs{last}{', ' + val if val else ''})"
+        return f"History({self.status}: {self.step} steps, {self._epochs_text()}{last}{', ' + val if val else ''})"
+
+    def _epochs_text(self) -> str:
+        """``"6 epochs"`` for a finished run; a stopped one names the epoch it stopped in and how many it completed."""
+        if self.status in ("new", "completed"):
+            return f"{self.epochs_done} epoch{'s' * (self.epochs_done != 1)}"
+        return f"stopped in epoch {self.epochs_done + 1} ({self.epochs_done} completed)"
 
 
 @contextlib.contextmanager
@@ -239,7 +245,8 @@ def _follow_freeze(loop: _Loop, history: History, epoch: int) -> None:
     if wanted is not None and wanted != loop.depth:
         set_freeze_depth(loop.model, wanted, bn=loop.freeze_bn)
         was = "" if loop.depth is None else f" (was {loop.depth})"
-        history.events.append((history.step, f"epoch {epoch + 1}: freeze depth {wanted}{was}"))
+        text = f"step {history.step + 1} (epoch {epoch + 1}): freeze depth {wanted}{was}"  # steps counted from 1
+        history.events.append((history.step, text))
         loop.depth = wanted
     if loop.depth is not None:
         history.freeze_depth[epoch] = loop.depth
