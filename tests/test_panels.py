@@ -228,7 +228,7 @@ def test_warmup_panel_scrubs_every_group_and_matches_the_schedule():
     panel.head_mult.value = 10
     names = [t.name for t in panel.figure.data if t.showlegend]
     assert names == ["weight = norm", "bias", "weight/head = norm/head", "bias/head"]
-    curves = {t.meta["group"]: np.array(t.y) for t in panel.figure.data if t.meta["value"] == "lr"}
+    curves = {g: np.array(t.y) for t in panel.figure.data if t.meta["value"] == "lr" for g in t.meta["groups"]}
     np.testing.assert_allclose(curves["weight/head"], 10 * curves["weight"])
     panel.profile.value = "ultralytics"
     assert panel.figure.layout.shapes[0].x1 == 150 and panel.preview.warmup == 150
@@ -250,7 +250,7 @@ def test_warmup_panel_explains_a_run_too_short_for_yolov5_and_overlays_a_history
     history = fit(model, train, epochs=2, batch_size=12, progress=False, schedule=YoloSchedule("ultralytics"),
                   optimizer=torch.optim.SGD(groups, lr=0.01, momentum=0.9))
     overlay = WarmupPanel(model, epochs=2, nb=3, profile="ultralytics", history=history)
-    lr = {(t.meta["group"], t.meta["kind"]): t for t in overlay.figure.data if t.meta["value"] == "lr"}
+    lr = {(g, t.meta["kind"]): t for t in overlay.figure.data if t.meta["value"] == "lr" for g in t.meta["groups"]}
     np.testing.assert_allclose(lr[("bias", "recorded")].y, lr[("bias", "preview")].y)
 
 

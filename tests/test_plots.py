@@ -118,7 +118,7 @@ def test_lr_curves_overlay_the_preview_on_what_training_applied(small_shapes):
     history = fit(model, train, val, epochs=3, batch_size=12, progress=False, schedule=schedule,
                   optimizer=torch.optim.SGD(groups, lr=0.01, momentum=0.9))
     fig = plots.lr_curves(preview, history, at=4)
-    lr = {(t.meta["group"], t.meta["kind"]): t for t in fig.data if t.meta["value"] == "lr"}
+    lr = {(g, t.meta["kind"]): t for t in fig.data if t.meta["value"] == "lr" for g in t.meta["groups"]}
     for group in preview.lr:
         drawn, recorded = lr[(group, "preview")], lr[(group, "recorded")]
         np.testing.assert_allclose(drawn.y, preview.lr[group])
@@ -156,15 +156,18 @@ def test_lr_curves_keep_coinciding_groups_visible_and_name_them_once(profile, mu
     classes = _coinciding_reference({g: np.asarray(v) for g, v in preview.lr.items()})
     assert any(len(c) > 1 for c in classes)  # weight and norm share a curve: the case this is about
     assert [t.name for t in fig.data if t.showlegend] == [" = ".join(c) for c in classes]  # one entry per curve
-    lr = {t.meta["group"]: t for t in fig.data if t.meta["value"] == "lr"}
-    for c in classes:
-        widths = [lr[g].line.width for g in c]
-        assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(c)  # stacked: each line shows
+    lr = [t for t in fig.data if t.meta["value"] == "lr"]
+    assert [t.meta["groups"] for t in lr] == classes  # one line per curve: nothing drawn under another colour
+    assert len({t.line.color for t in lr}) == len(classes)  # the legend swatch is the line's own colour
+    for t, c in zip(lr, classes):
+        assert t.name == t.legendgroup == " = ".join(c) and t.name in t.hovertemplate
         for g in c:
-            others = [o for o in c if o != g]
-            assert ("same curve as " + ", ".join(others) in lr[g].hovertemplate) == bool(others)
-            assert lr[g].legendgroup == " = ".join(c)
-            np.testing.assert_array_equal(lr[g].y, preview.lr[g])
+            np.testing.assert_array_equal(t.y, preview.lr[g])
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick == 1  # rates of 1e-5 and 0.1 both show
+    low = min(v for ys in preview.lr.values() for v in ys if v > 0)
+    assert low < 0.02 * max(max(ys) for ys in preview.lr.values())  # the case: small rates, flat on a linear axis
+    if min(min(ys) for ys in preview.lr.values()) <= 0:
+        assert "0 not shown" in fig.layout.yaxis.title.text  # a log axis leaves out the warmup's rate 0
 
 
 # ------------------------------------------------------------------------------------------ gradients

@@ -78,6 +78,7 @@ def coinciding_curves(curves: Mapping[str, np.ndarray]) -> list[list[str]]:
 
 
 PREVIEW_EXTRA_WIDTH, PREVIEW_OPACITY = 6.0, 0.3  # the preview: a wide pale band beneath the recorded line
+LR_AXIS_TITLE = "learning rate (log; 0 not shown)"  # a log axis has no place for the warmup's rate 0
 
 
 def _source(preview: Preview | None, history: History | None, key: str) -> dict[str, np.ndarray]:
@@ -90,28 +91,25 @@ def _source(preview: Preview | None, history: History | None, key: str) -> dict[
 
 
 def _lr_traces(preview: Preview | None, history: History | None, index: dict[str, int]) -> list[dict]:
-    """One line per group and source; coinciding groups stacked widest first, one legend entry per curve."""
+    """One line per set of coinciding groups and per source, in the first group's colour, named by all of them."""
     traces = []
     for group in coinciding_curves(_source(preview, history, "lr")):
         label = " = ".join(group)
-        for j, name in enumerate(group):
-            width = 1.5 + 2.5 * (len(group) - 1 - j)
-            others = [g for g in group if g != name]
-            same = f" (same curve as {', '.join(others)})" if others else ""
-            for kind, source in (("preview", preview), ("recorded", history)):
-                if source is None or name not in source.lr:
-                    continue
-                y = source.lr[name]
-                line = dict(width=width + PREVIEW_EXTRA_WIDTH if kind == "preview" else width)
-                trace = _line(np.arange(len(y)), y, label, index[name], 1, legendgroup=label,
-                              showlegend=False, meta=dict(group=name, kind=kind, value="lr", same=others),
-                              hovertemplate=f"{name}, {kind}{same}<br>iteration %{{x}}: lr %{{y:.6g}}<extra></extra>")
-                trace["line"].update(line)
-                if kind == "preview":
-                    trace["opacity"] = PREVIEW_OPACITY
-                traces.append(trace)
-        mine = [t for t in traces if t["legendgroup"] == label]
+        mine = []
+        for kind, source in (("preview", preview), ("recorded", history)):
+            present = [g for g in group if source is not None and g in source.lr]
+            if not present:
+                continue
+            y = source.lr[present[0]]
+            trace = _line(np.arange(len(y)), y, label, index[group[0]], 1, legendgroup=label, showlegend=False,
+                          meta=dict(groups=present, kind=kind, value="lr"),
+                          hovertemplate=f"{label}, {kind}<br>iteration %{{x}}: lr %{{y:.6g}}<extra></extra>")
+            trace["line"]["width"] = 2 + PREVIEW_EXTRA_WIDTH if kind == "preview" else 2
+            if kind == "preview":
+                trace["opacity"] = PREVIEW_OPACITY
+            mine.append(trace)
         next((t for t in mine if t["meta"]["kind"] == "recorded"), mine[0])["showlegend"] = True
+        traces += mine
     return traces
 
 
@@ -140,10 +138,11 @@ def lr_curves(preview: Preview | None = None, history: History | None = None, *,
               title: str = "Learning rate and momentum per parameter group") -> go.Figure:
     """Every group's LR (top) and momentum (bottom) per iteration: the preview a wide pale band, the record a line.
 
-    Nothing hides: groups whose curves coincide are drawn as stacked lines, the widest first, and
-    share one legend entry (``"weight = norm"``); the hover names every group on the curve. The
-    momentum is drawn once per set of groups that share it. Each trace's ``meta`` says what it is
-    (``group``/``groups``, ``kind`` "preview" or "recorded", ``value`` "lr" or "momentum").
+    Groups whose curves coincide are drawn as one line in one colour, named by all of them
+    (``"weight = norm"``), so the legend names every group. The LR axis is logarithmic (rates of
+    1e-5 and 0.1 both show); a rate of 0 (the start of a warmup) has no place on it and is left out,
+    as the axis title says. The momentum is drawn once per set of groups that share it. Each
+    trace's ``meta`` says what it is (``groups``, ``kind`` "preview" or "recorded", ``value`` "lr" or "momentum").
 
     Args:
         preview: ``schedule.preview(groups, nb, epochs)``, the curves before training.
@@ -156,15 +155,18 @@ def lr_curves(preview: Preview | None = None, history: History | None = None, *,
         >>> fig = lr_curves(preview, at=3)
         >>> [trace.name for trace in fig.data if trace.showlegend]  # weight and norm share one curve
         ['weight = norm', 'bias']
-        >>> [(t.meta["group"], float(t.y[0])) for t in fig.data if t.meta["value"] == "lr"]  # iteration 0
-        [('weight', 0.0), ('norm', 0.0), ('bias', 0.1)]
+        >>> [(t.meta["groups"], float(t.y[0])) for t in fig.data if t.meta["value"] == "lr"]  # iteration 0
+        [(['weight', 'norm'], 0.0), (['bias'], 0.1)]
+        >>> fig.layout.yaxis.type, fig.layout.yaxis.title.text
+        ('log', 'learning rate (log; 0 not shown)')
     """
     if preview is None and history is None:
         raise ValueError("lr_curves needs a preview (schedule.preview(...)), a History, or both")
     index = {name: k for k, name in enumerate(_group_names(preview, history))}
     traces = _lr_traces(preview, history, index) + _momentum_traces(preview, history, index)
     layout = stacked([0.65, 0.35], gap=0.08)
-    layout["yaxis"]["title"], layout["yaxis2"]["title"] = "learning rate", "momentum"
+    layout["yaxis"].update(title=LR_AXIS_TITLE, type="log", dtick=1, exponentformat="power")  # one label a decade
+    layout["yaxis2"]["title"] = "momentum"
     layout["xaxis2"]["title"] = "iteration"
     shapes, notes = [], []
     if preview is not None and preview.warmup:
