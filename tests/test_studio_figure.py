@@ -106,6 +106,18 @@ def test_lr_traces_equal_the_preview_and_the_record(run):
     assert (now.x0, now.xref) == (history.step, "x7")
 
 
+def test_lr_and_gradient_axes_are_logarithmic_with_one_label_a_decade(run):
+    fig, history = _figure(run), run["history"]
+    positive = [v for values in history.lr.values() for v in values if v > 0]
+    assert max(positive) / min(positive) > 10  # the case: weight and norm near 0 on a linear axis next to the bias
+    lr_axis = fig.layout.yaxis7
+    assert lr_axis.type == "log" and lr_axis.dtick == 1 and "0 not shown" in lr_axis.title.text
+    assert all(t.yaxis == "y7" for t in fig.data if (t.legendgroup or "").startswith("lr "))
+    gradient_axis = fig.layout.yaxis5
+    assert gradient_axis.type == "log" and gradient_axis.dtick == 1  # labels at powers of ten only, no minor labels
+    assert _trace(fig, "total |g|").yaxis == "y5"
+
+
 def test_coinciding_groups():
     curves = {"a": np.array([1.0, 2.0]), "b": np.array([1.0, 2.0]), "c": np.array([1.0, 3.0])}
     assert coinciding(curves) == [["a", "b"], ["c"]]

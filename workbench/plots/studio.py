@@ -223,6 +223,7 @@ def norm_traces(history: History) -> list[dict]:
                  line=dict(color="#d62728", width=1), xaxis="x5", yaxis="y6")]
 
 
+STUDIO_LR_TITLE = "lr (log; 0 not shown)"  # a log axis has no place for the warmup's rate 0
 coinciding = coinciding_curves  # groups of LR curves equal at every step, shared with lr_curves
 
 
@@ -313,10 +314,10 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
         layout[f"xaxis{n}"] = dict(domain=heat, anchor=f"y{n}", matches="x", showticklabels=panel == "depth")
         layout[f"yaxis{n}"] = dict(domain=[round(max(top - size, 0), 4), round(top, 4)], anchor=f"x{n}")
         top -= size + GAP
-    layout["yaxis5"].update(type="log", title="total |g|")
+    layout["yaxis5"].update(type="log", title="total |g|", dtick=1)  # one tick label a decade: minor labels overlap
     layout["yaxis6"] = dict(overlaying="y5", anchor="x5", side="right", range=[0, 1.05], title="clip coef",
                             tickvals=[0, 0.5, 1], showgrid=False)
-    layout["yaxis7"].update(title="lr", exponentformat="e", rangemode="tozero")
+    layout["yaxis7"].update(title=STUDIO_LR_TITLE, type="log", dtick=1, exponentformat="power")  # 1e-5 and 0.1 both show
     layout["yaxis8"]["title"] = "loss"
     layout["yaxis9"] = dict(overlaying="y8", anchor="x8", side="right", range=[0, 1.05], title="val",
                           tickvals=[0, 0.5, 1], showgrid=False)
