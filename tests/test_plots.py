@@ -306,6 +306,23 @@ def test_signal_plot_draws_every_scheme_with_and_without_batchnorm():
         plots.signal_plot([])
 
 
+def test_signal_plot_gives_each_scheme_its_own_marker_and_dash():
+    x = torch.randn(4, 3, 16, 16)
+    rows = signal_propagation(TinyResNet(), x)  # every scheme: with BatchNorm they sit in one band near 1
+    schemes = list(dict.fromkeys(r.scheme for r in rows))
+    assert len(schemes) >= 4
+    fig = plots.signal_plot(rows)
+    styles = []
+    for ax in fig.axes:
+        lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+        assert [line.get_label() for line in lines] == schemes
+        mine = [(line.get_marker(), line.get_linestyle()) for line in lines]
+        assert len(set(mine)) == len(schemes)  # coinciding curves stay apart by marker and dash
+        assert all(line.get_markerfacecolor() == "none" for line in lines)  # hollow: a marker beneath shows
+        styles.append(mine)
+    assert styles[0] == styles[1]  # a scheme looks the same in both panels
+
+
 def test_compare_runs_overlays_loss_and_accuracy_with_smoothing():
     a = History(loss=[4.0, 2.0, 0.0, 2.0], epoch=[0, 0, 1, 1], val={"accuracy": [0.5, 0.75]})
     b = History(loss=[1.0, 1.0], epoch=[0, 0], val={"accuracy": [0.25]})

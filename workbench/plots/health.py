@@ -217,11 +217,25 @@ def bn_drift_bars(drift: BNDrift | Mapping[str, BNDrift], *,
     return go.Figure(traces, layout)
 
 
+SIGNAL_MARKERS, SIGNAL_DASHES = ("o", "s", "^", "D", "v", "P"), ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))
+
+
+def signal_style(k: int) -> tuple[str, object]:
+    """The k-th scheme's ``(marker, linestyle)``: distinct for the first 30 schemes (6 markers x 5 dashes).
+
+    Example:
+        >>> [signal_style(k) for k in range(3)]
+        [('o', '-'), ('s', '--'), ('^', '-.')]
+    """
+    return SIGNAL_MARKERS[k % len(SIGNAL_MARKERS)], SIGNAL_DASHES[k % len(SIGNAL_DASHES)]
+
+
 def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialisation") -> MplFigure:
     """The std of every layer's output right after each initialisation (matplotlib): one panel per BatchNorm setting.
 
     ``rows`` are :func:`~workbench.stability.signal_propagation` rows (``scheme``, ``batchnorm``,
-    ``index``, ``std``), on a log axis; a std of exactly 0 is drawn on the dashed "std 0" line,
+    ``index``, ``std``), on a log axis, each scheme with its own marker and dash so that curves in
+    one band (with BatchNorm every scheme sits near 1) stay visible; a std of exactly 0 is drawn on the dashed "std 0" line,
     a decade below the smallest non-zero std. A std that collapses towards 0 or explodes with depth
     is the problem.
 
@@ -241,11 +255,14 @@ def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialis
     fig = plt.figure(figsize=(5.2 * len(settings), 3.6), layout="constrained")
     plt.close(fig)  # returned, not drawn twice: Jupyter shows the returned figure once
     axes = fig.subplots(1, len(settings), sharey=True, squeeze=False)[0]
+    style = {s: signal_style(k) for k, s in enumerate(dict.fromkeys(r.scheme for r in rows))}  # same in every panel
     for ax, bn in zip(axes, settings):
         schemes = list(dict.fromkeys(r.scheme for r in rows if r.batchnorm == bn))
         for scheme in schemes:
             mine = [r for r in rows if r.batchnorm == bn and r.scheme == scheme]
-            ax.plot([r.index for r in mine], [max(r.std, floor) for r in mine], marker="o", ms=3, label=scheme)
+            marker, dash = style[scheme]
+            ax.plot([r.index for r in mine], [max(r.std, floor) for r in mine], marker=marker, ls=dash, ms=5,
+                    mfc="none", label=scheme)  # hollow markers and own dashes: coinciding curves stay visible
         ax.set_yscale("log")
         ax.axhline(floor, color="grey", lw=0.8, ls="--")
         ax.annotate("std 0", (0, floor), xytext=(2, 2), textcoords="offset points", fontsize=7, color="grey")
