@@ -95,7 +95,8 @@ def test_a_freeze_rule_changes_the_depth_at_a_step_boundary(small_shapes):
     assert history.status == "completed" and asked == [(s // 3, s) for s in range(6)]
     assert history.depth == [9, 9, 9, 0, 0, 0]
     assert history.freeze_depth == {0: 9, 1: 0}
-    assert [text for _, text in history.events] == ["step 1 (epoch 1): freeze depth 9", "step 4 (epoch 2): freeze depth 0 (was 9)"]
+    assert [text for _, text in history.events] == ["step 1 (epoch 1): freeze depth 9",
+                                                    "step 4 (epoch 2): freeze depth 0 (was 9)"]
     norms = torch.tensor(history.layer_grad_norms)
     first = history.layer_names.index("layers.0")
     assert (norms[:3, first] == 0).all() and (norms[3:, first] > 0).all()  # layer 0 lights up at step 3

@@ -1,8 +1,8 @@
 """The one-line freeze summaries name the frozen span and its parameterless layers, counted right."""
 import pytest
 import torch
-
 from foreign_models import TinyResNet as ForeignResNet
+
 from workbench import freeze
 from workbench.experiments.tiny_resnet import TinyResNet
 from workbench.freezing import set_freeze_depth

@@ -341,7 +341,8 @@ def test_staged_schedule_switches_at_the_right_epoch_through_fit(small_shapes):
     assert seen == [(0, False, False)] * 3 + [(1, False, False)] * 3 + [(2, True, True)] * 3
     assert torch.equal(weights[1], start) and torch.equal(weights[2], start)
     assert not torch.equal(weights[3], start)  # trained in epoch 2 by the optimiser built at the start
-    assert [text for _, text in history.events] == ["step 1 (epoch 1): freeze depth 9", "step 7 (epoch 3): freeze depth 0 (was 9)"]
+    assert [text for _, text in history.events] == ["step 1 (epoch 1): freeze depth 9",
+                                                    "step 7 (epoch 3): freeze depth 0 (was 9)"]
     assert history.events[1][0] == 6
 
 

@@ -65,7 +65,8 @@ class FreezeReport(TableResult):
         policy = f", bn={self.bn!r}" if self.bn else ""
         share = 100 * self.trainable / self.total if self.total else 0.0
         layers = sum(r.tensors > 0 for r in self.rows)
-        text = (f"{self.action} {self.selection}{policy}: {verb} {self.tensors} tensor{'s' * (self.tensors != 1)} ({self.params:,} parameters) "
+        tensors = f"{self.tensors} tensor{'s' * (self.tensors != 1)}"
+        text = (f"{self.action} {self.selection}{policy}: {verb} {tensors} ({self.params:,} parameters) "
                 f"in {layers} layer{'s' * (layers != 1)}{self._empty_note()}; trainable {self.trainable:,} of "
                 f"{self.total:,} ({share:.1f}%)")
         if self.untouched:

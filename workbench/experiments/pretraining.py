@@ -299,7 +299,8 @@ class Comparison(TextResult):
                  "mean loss": f"{r.mean_loss:.3f}", "median grad norm": f"{r.median_grad_norm:.2f}",
                  "clipped steps": f"{100 * r.clipped:.0f}%"} for r in (self.pretrained, self.scratch)]
         steps = self.pretrained.history.step
-        return str(Table(header, rows, indent=2, title=f"{self.knobs()}: {self.epochs} epochs, {steps} steps per run ({steps // self.epochs} per epoch)",
+        title = f"{self.knobs()}: {self.epochs} epochs, {steps} steps per run ({steps // self.epochs} per epoch)"
+        return str(Table(header, rows, indent=2, title=title,
                          notes=[f"advantage of pretrained: {self.advantage:+.3f} as trained, "
                                 f"{self.feature_advantage:+.3f} with BN re-estimated"]))
 

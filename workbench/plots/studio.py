@@ -317,7 +317,8 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
     layout["yaxis5"].update(type="log", title="total |g|", dtick=1)  # one tick label a decade: minor labels overlap
     layout["yaxis6"] = dict(overlaying="y5", anchor="x5", side="right", range=[0, 1.05], title="clip coef",
                             tickvals=[0, 0.5, 1], showgrid=False)
-    layout["yaxis7"].update(title=STUDIO_LR_TITLE, type="log", dtick=1, exponentformat="power")  # 1e-5 and 0.1 both show
+    # a log axis: 1e-5 and 0.1 both show
+    layout["yaxis7"].update(title=STUDIO_LR_TITLE, type="log", dtick=1, exponentformat="power")
     layout["yaxis8"]["title"] = "loss"
     layout["yaxis9"] = dict(overlaying="y8", anchor="x8", side="right", range=[0, 1.05], title="val",
                           tickvals=[0, 0.5, 1], showgrid=False)
