@@ -236,8 +236,8 @@ def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialis
     ``rows`` are :func:`~workbench.stability.signal_propagation` rows (``scheme``, ``batchnorm``,
     ``index``, ``std``), on a log axis, each scheme with its own marker and dash so that curves in
     one band (with BatchNorm every scheme sits near 1) stay visible; a std of exactly 0 is drawn on
-    the dashed "std 0" line, a decade below the smallest non-zero std. A std that collapses towards 0 or explodes with depth
-    is the problem.
+    the dashed "std 0" line, a decade below the smallest non-zero std. A std that collapses towards 0
+    or explodes with depth is the problem.
 
     Example:
         >>> from workbench.stability import SignalRow

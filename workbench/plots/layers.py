@@ -169,7 +169,8 @@ def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None, de
     model; the count above each bar gives the number. A badge names the BatchNorm policy of a
     frozen layer (``eval``, ``train``, ``affine``, ``frozen``); the title names the frozen layers
     (:func:`frozen_span`, given ``depth`` when the freeze was ``depth=N``) and the trainable share.
-    The figure always has one bar trace per state (empty when no layer is in it) and the badge trace, so a live view updates in place.
+    The figure always has one bar trace per state (empty when no layer is in it) and the badge
+    trace, so a live view updates in place.
 
     Example:
         >>> from workbench import build_model, freeze
