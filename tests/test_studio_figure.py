@@ -8,8 +8,8 @@ import torch
 from workbench import build_model, data, transfer
 from workbench.monitor import snapshot, weight_drift
 from workbench.optim import make_optimizer
+from workbench.plots.curves import coinciding_curves
 from workbench.plots.studio import (
-    coinciding,
     depth_changes,
     history_until,
     layer_rows,
@@ -120,7 +120,7 @@ def test_lr_and_gradient_axes_are_logarithmic_with_one_label_a_decade(run):
 
 def test_coinciding_groups():
     curves = {"a": np.array([1.0, 2.0]), "b": np.array([1.0, 2.0]), "c": np.array([1.0, 3.0])}
-    assert coinciding(curves) == [["a", "b"], ["c"]]
+    assert coinciding_curves(curves) == [["a", "b"], ["c"]]
 
 
 def test_timeline_marks_every_recorded_change(run):

@@ -224,9 +224,6 @@ def norm_traces(history: History) -> list[dict]:
 
 
 STUDIO_LR_TITLE = "lr (log; 0 not shown)"  # a log axis has no place for the warmup's rate 0
-coinciding = coinciding_curves  # groups of LR curves equal at every step, shared with lr_curves
-
-
 def lr_traces(history: History, preview: Preview | None) -> list[dict]:
     """Every group's LR: the preview dashed, the record solid. Groups on the same curve are stacked widest first,
     and the legend names the groups each coincides with."""
@@ -235,7 +232,7 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
     base = {n: np.asarray(preview.lr[n] if preview is not None and n in preview.lr else history.lr[n], dtype=float)
             for n in names}
     width, note = {}, {}
-    for group in coinciding(base):
+    for group in coinciding_curves(base):
         for j, name in enumerate(group):
             width[name] = 1.5 + 2.5 * (len(group) - 1 - j)
             others = [g for g in group if g != name]
