@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import batchnorm, freezing
 from .layers import layer_index_of, numbered_layers
 from .monitor import GradientMonitor, NonFinite, clip_coefficient, locate_non_finite
 
@@ -90,7 +89,7 @@ class Snapshot:
         if self.buffers:
             torch._foreach_copy_(self.buffer_copies, self.buffers)
         self.flags = [p.requires_grad for p in self.params]
-        self.policies = [freezing.bn_policy(m) for m in self.norms]
+        self.classes = [type(m) for m in self.norms]  # a BatchNorm's policy is its class (workbench.batchnorm)
         self.modes = [m.training for m in self.norms]
         self.scaler_state = self.scaler.state_dict() if self.scaler is not None and self.scaler.is_enabled() else None
         self.written: list[nn.Parameter] | None = None  # no update kept yet in this step
@@ -125,21 +124,10 @@ class Snapshot:
         for p, flag in zip(self.params, self.flags):
             p.requires_grad_(flag)
             p.grad = None
-        for module, policy, mode in zip(self.norms, self.policies, self.modes):
-            _restore_policy(module, policy, mode)
+        for module, cls, mode in zip(self.norms, self.classes, self.modes):
+            module.__class__, module.training = cls, mode
         if self.scaler_state is not None:
             self.scaler.load_state_dict(self.scaler_state)
-
-
-def _restore_policy(module: _BatchNorm, policy: str | None, mode: bool) -> None:
-    """Give a BatchNorm back its policy and mode, if a step changed them (only user code inside a step can)."""
-    if freezing.bn_policy(module) == policy and module.training == mode:
-        return
-    if freezing.bn_policy(module) is not None:
-        batchnorm.release(module, mode)
-    if policy is not None:
-        batchnorm.pin(module, policy)
-    module.training = mode
 
 
 def _where(model: nn.Module, names: list[str], index: int) -> tuple[str | None, str]:
