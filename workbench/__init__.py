@@ -4,7 +4,8 @@ The public API is short and flat (at most 20 names); each name is a concept the 
 The modules hold the rest: ``workbench.schedules`` (``CosineWarmup``, ``OneCycle``),
 ``workbench.freezing`` (``FreezeReport``), ``workbench.models`` (``init_weights``),
 ``workbench.scenes`` (``shape_scenes``), ``workbench.training`` (``Optim``, ``Freeze``),
-``workbench.runs``, ``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...
+``workbench.manifests`` (``manifest_model``), ``workbench.runs``, ``workbench.monitor``,
+``workbench.detection``, ``workbench.stability``, ...
 
 Example:
     >>> import workbench as wb
@@ -14,6 +15,7 @@ Example:
 """
 from . import data
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
+from .export import export_ultralytics
 from .freezing import bn_drift, freeze, unfreeze
 from .layers import numbered_layers
 from .metrics import evaluate
@@ -31,6 +33,7 @@ __all__ = [
     "build_model",
     "data",
     "evaluate",
+    "export_ultralytics",
     "fit",
     "freeze",
     "inspect_checkpoint",

@@ -178,10 +178,11 @@ def _sniff(path: Path) -> str:
         head = f.read(9)
     if head.startswith(_ZIP_MAGIC):
         return "torch-zip"
+    # safetensors before pickle: its header length (little-endian) may well start with the byte 0x80
+    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size:
+        return "safetensors"
     if head[:1] and head[0] == _PICKLE_PROTO:
         return "pickle"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
     raise CheckpointError(f"{path} is not a checkpoint this workbench reads (safetensors, or a torch .pt): "
                           f"it starts with {head!r}; the file may be empty, truncated or of another kind")
 
