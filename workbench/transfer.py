@@ -173,7 +173,8 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
 
     Args:
         source: an ``nn.Module``, a state_dict, or a checkpoint path (safe loading only, see
-            :func:`workbench.load_weights`). It is never modified.
+            :func:`workbench.load_weights`). It is never modified. A source or model of meta
+            tensors (shapes only, :func:`workbench.manifests.manifest_model`) needs ``dry_run=True``.
         model: the model to receive the weights (any ``nn.Module``), changed in place.
         dry_run: predict the ledger and load nothing.
         class_names: ``(source_names, target_names)``: copy the final class layer's rows for
@@ -192,6 +193,8 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
         raise ValueError(f"dry_run must be True or False (got {dry_run!r})")
     layer_map = check_layer_map(layer_map)
     src = {k: (k, v) for k, v in source_state(source).items()}
+    if not dry_run:
+        _check_not_meta(src, model)
     src_prefixes = layer_prefixes(source if isinstance(source, nn.Module) else src, like=model)
     layers = numbered_layers(model)
     dst_prefixes = {layer.index: layer.name for layer in layers}
@@ -217,6 +220,15 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
     if not dry_run and report.n_items and not report.n_transferred:
         warnings.warn(_nothing_transferred(report, src), UserWarning, stacklevel=2)
     return report
+
+
+def _check_not_meta(src: dict, model: nn.Module) -> None:
+    """Meta tensors (a manifest, a model built on the meta device) have shapes and no values: a ledger only."""
+    side = ("source" if any(t.is_meta for _, t in src.values()) else
+            "model" if any(t.is_meta for t in model.state_dict().values()) else None)
+    if side:
+        raise ValueError(f"the {side} holds shapes only (meta tensors, e.g. workbench.manifests.manifest_model): "
+                         "there are no values to copy. Pass dry_run=True to read the ledger")
 
 
 def _nothing_transferred(report: TransferReport, src: dict) -> str:
