@@ -29,7 +29,7 @@ def load_into_ultralytics(tasks, path):
     """The recipe of workbench/export.py's docstring, line for line."""
     meta = read_metadata(path)
     model_class = tasks.ClassificationModel if meta["task"] == "classify" else tasks.DetectionModel
-    yolo = model_class(meta["yaml"], nc=meta["nc"], verbose=False)
+    yolo = model_class(meta["yaml"], ch=meta["ch"], nc=meta["nc"], verbose=False)
     yolo.load_state_dict(load_file(path), strict=True)
     for module in yolo.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -47,8 +47,8 @@ def test_the_file_holds_every_entry_under_ultralytics_names_and_the_metadata(tmp
     assert sorted(saved) == sorted("model." + k[len("layers."):] for k in state)
     assert all(torch.equal(saved["model." + k[len("layers."):]], v) for k, v in state.items())
     meta = read_metadata(path)
-    assert {k: meta[k] for k in ("nc", "names", "task", "scale", "yaml", "bn_eps")} == {
-        "nc": 3, "names": NAMES, "task": "classify", "scale": "n", "yaml": "yolov8n-cls.yaml", "bn_eps": 1e-3}
+    assert {k: meta[k] for k in ("nc", "names", "task", "scale", "ch", "yaml", "bn_eps")} == {
+        "nc": 3, "names": NAMES, "task": "classify", "scale": "n", "ch": 3, "yaml": "yolov8n-cls.yaml", "bn_eps": 1e-3}
 
 
 def test_the_exported_file_transfers_back_whole(tmp_path):
@@ -110,11 +110,12 @@ def test_a_missing_folder_is_named(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- with Ultralytics
-def test_ultralytics_loads_the_exported_classifier_and_gives_the_same_output(tasks, tmp_path):
-    model = trained_looking(wb.build_model("n", "classify", nc=3))
+@pytest.mark.parametrize("ch", [3, 1])
+def test_ultralytics_loads_the_exported_classifier_and_gives_the_same_output(tasks, tmp_path, ch):
+    model = trained_looking(wb.build_model("n", "classify", nc=3, ch=ch))
     yolo = load_into_ultralytics(tasks, wb.export_ultralytics(model, tmp_path / "cls.safetensors", names=NAMES))
     assert yolo.names == dict(enumerate(NAMES))
-    x = torch.rand(2, 3, 64, 64)
+    x = torch.rand(2, ch, 64, 64)
     with torch.no_grad():  # Ultralytics' eval output is the softmax of the class scores
         theirs = yolo(x)
         torch.testing.assert_close(theirs[0] if isinstance(theirs, tuple) else theirs, model(x).softmax(1))
@@ -145,7 +146,7 @@ def test_an_ultralytics_model_exports_under_its_own_names_and_loads_back(tasks, 
     path = wb.export_ultralytics(source, tmp_path / "u.safetensors")
     assert list(load_weights(path)) == list(source.state_dict())  # the names and their order kept
     meta = read_metadata(path)
-    assert (meta["task"], meta["scale"], meta["nc"], meta["yaml"]) == (task, "n", 3, yaml)
+    assert (meta["task"], meta["scale"], meta["nc"], meta["ch"], meta["yaml"]) == (task, "n", 3, 3, yaml)
     assert meta["bn_eps"] == (1e-5 if task == "classify" else 1e-3)  # as Ultralytics builds each from its YAML
     assert "names" not in meta  # Ultralytics' placeholders {0: '0', ...} are no names
     again = load_into_ultralytics(tasks, path)

@@ -4,20 +4,21 @@ The workbench numbers its layers ``layers.{i}``, Ultralytics ``model.{i}``; ever
 layer index is already the same (``layers.4.m.0.cv1.conv.weight`` is ``model.4.m.0.cv1.conv.weight``).
 :func:`export_ultralytics` renames the entries, writes them as safetensors (tensors and a JSON
 header, nothing to execute: never a pickle) and keeps what an Ultralytics model needs to be built
-for them in the header: ``nc``, ``names`` (when known), ``task``, ``scale``, the ``yaml`` to
-build it from, and ``bn_eps``, the BatchNorm epsilon the weights were trained with: Ultralytics'
+for them in the header: ``nc``, ``names`` (when known), ``task``, ``scale``, input channels
+``ch``, the ``yaml`` to build it from, and ``bn_eps``, the BatchNorm epsilon the weights were trained with: Ultralytics'
 detectors use 1e-3, as the workbench does, but a ``ClassificationModel`` built from a YAML keeps
 torch's 1e-5, and the outputs differ slightly (about 1e-3 of a logit) until it is set.
 
 Loading the file into Ultralytics (tested in ``tests/test_export.py``)::
 
+    import torch
     from safetensors.torch import load_file
     from ultralytics.nn.tasks import ClassificationModel, DetectionModel
     from workbench.checkpoints import read_metadata  # or safetensors.safe_open(path, "pt").metadata()
 
     meta = read_metadata("finetuned.safetensors")
     Model = ClassificationModel if meta["task"] == "classify" else DetectionModel
-    yolo = Model(meta["yaml"], nc=meta["nc"])
+    yolo = Model(meta["yaml"], ch=meta["ch"], nc=meta["nc"])
     yolo.load_state_dict(load_file("finetuned.safetensors"), strict=True)  # every entry, every shape
     for module in yolo.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -63,7 +64,7 @@ def export_ultralytics(model: nn.Module, path: str | Path, *, names: Sequence[st
 
     Returns:
         The path written. Its metadata (``workbench.checkpoints.read_metadata``) holds ``nc``,
-        ``names``, ``task``, ``scale`` and ``yaml``; see the module docstring for the recipe that
+        ``names``, ``task``, ``scale``, ``ch``, ``yaml`` and ``bn_eps``; see the module docstring for the recipe that
         loads it into an Ultralytics model.
 
     Raises:
@@ -137,7 +138,7 @@ def _check_detect_head(model: nn.Module, entries: Mapping) -> None:
 
 
 def export_metadata(model: nn.Module, names: Sequence[str] | None = None) -> dict:
-    """What an Ultralytics model needs to be built for the exported weights: nc, names, task, scale, yaml, bn_eps.
+    """What an Ultralytics model needs to be built for the exported weights: nc, names, task, scale, ch, yaml, bn_eps.
 
     Example:
         >>> from workbench import build_model
@@ -148,12 +149,13 @@ def export_metadata(model: nn.Module, names: Sequence[str] | None = None) -> dic
     task = getattr(model, "task", None) or TASK_OF_CLASS.get(type(model).__name__)
     scale = getattr(model, "scale", None) or spec.get("scale")
     nc = getattr(model, "nc", None) or spec.get("nc")
+    ch = getattr(model, "ch", None) or spec.get("channels")
     names = _checked_names(names if names is not None else getattr(model, "names", None), nc, given=names is not None)
     if nc is None and names is not None:
         nc = len(names)
     yaml = spec.get("yaml_file") or (_workbench_yaml(task, scale) if scale else None)
     eps = {m.eps for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    out = {"format": _FORMAT, "task": task, "scale": scale, "nc": nc, "names": names, "yaml": yaml,
+    out = {"format": _FORMAT, "task": task, "scale": scale, "nc": nc, "names": names, "ch": ch, "yaml": yaml,
            "bn_eps": eps.pop() if len(eps) == 1 else None, "exported_from": type(model).__name__}
     return {k: v for k, v in out.items() if v is not None}
 
