@@ -5,9 +5,10 @@ layer index is already the same (``layers.4.m.0.cv1.conv.weight`` is ``model.4.m
 :func:`export_ultralytics` renames the entries, writes them as safetensors (tensors and a JSON
 header, nothing to execute: never a pickle) and keeps what an Ultralytics model needs to be built
 for them in the header: ``nc``, ``names`` (when known), ``task``, ``scale``, input channels
-``ch``, the ``yaml`` to build it from, and ``bn_eps``, the BatchNorm epsilon the weights were trained with: Ultralytics'
-detectors use 1e-3, as the workbench does, but a ``ClassificationModel`` built from a YAML keeps
-torch's 1e-5, and the outputs differ slightly (about 1e-3 of a logit) until it is set.
+``ch``, the ``yaml`` to build it from, and ``bn_eps``, the BatchNorm epsilon the weights were
+trained with: Ultralytics' detectors use 1e-3, as the workbench does, but a
+``ClassificationModel`` built from a YAML keeps torch's 1e-5, and its outputs differ slightly
+from the workbench's until it is set.
 
 Loading the file into Ultralytics (tested in ``tests/test_export.py``)::
 
