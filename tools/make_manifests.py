@@ -38,9 +38,11 @@ VOLATILE = ("ultralytics",)  # keys that name the generating version, not the ar
 
 def _tasks():
     """``ultralytics.nn.tasks`` with its settings in a temporary folder and its logging quiet."""
-    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics_settings"))
-    os.environ.setdefault("YOLO_VERBOSE", "False")
-    sys.path.insert(0, str(ROOT))  # workbench from this checkout, for numbered_layers
+    if "ultralytics" not in sys.modules:  # settings are read once, at the first import
+        os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics_settings"))
+        os.environ.setdefault("YOLO_VERBOSE", "False")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # workbench from this checkout, for numbered_layers
     from ultralytics.nn import tasks
 
     return tasks
