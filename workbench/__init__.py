@@ -4,6 +4,7 @@ The public API is short and flat (at most 20 names); each name is a concept the 
 The modules hold the rest: ``workbench.schedules`` (``CosineWarmup``, ``OneCycle``),
 ``workbench.freezing`` (``FreezeReport``), ``workbench.models`` (``init_weights``),
 ``workbench.scenes`` (``shape_scenes``), ``workbench.training`` (``Optim``, ``Freeze``),
+``workbench.folders`` (``load_yolo_folder``, ``load_class_folder`` and their writers),
 ``workbench.runs``, ``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...
 
 Example:
@@ -12,7 +13,7 @@ Example:
     >>> wb.layer_table(model).params > 0
     True
 """
-from . import data
+from . import data, folders
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
 from .freezing import bn_drift, freeze, unfreeze
 from .layers import numbered_layers
@@ -32,6 +33,7 @@ __all__ = [
     "data",
     "evaluate",
     "fit",
+    "folders",
     "freeze",
     "inspect_checkpoint",
     "layer_table",
