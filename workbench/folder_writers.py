@@ -39,7 +39,7 @@ def write_yolo_folder(data, path, names=None) -> Path:
             it first, so a failure leaves nothing behind.
         names: class names to write (default: the data's ``classes``).
     """
-    sets = _sets(data, DetectionSet, "DetectionSet (e.g. scenes.shape_scenes)")
+    sets = _sets(data, DetectionSet, "a DetectionSet (e.g. scenes.shape_scenes)")
     names = _names_for(sets, names)
     final = _new_folder(path)
 
@@ -64,7 +64,7 @@ def write_class_folder(data, path, names=None) -> Path:
     every split needs at least one image of every class (``data.split`` keeps each class in both).
     ``names`` (default the data's ``classes``) become the folder names.
     """
-    sets = _sets(data, ImageSet, "ImageSet (e.g. data.shapes)")
+    sets = _sets(data, ImageSet, "an ImageSet (e.g. data.shapes)")
     names = _names_for(sets, names)
     for name in names:
         if name in ("", ".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
@@ -91,7 +91,7 @@ def _sets(data, kind: type, example: str) -> dict:
     sets = dict(data) if isinstance(data, Mapping) else {"train": data}
     if not sets or not all(isinstance(ds, kind) and not (kind is ImageSet and isinstance(ds, DetectionSet))
                             for ds in sets.values()):
-        raise ValueError(f"data must be a {example} or a mapping of splits such as {{'train': ..., 'val': ...}}; "
+        raise ValueError(f"data must be {example} or a mapping of splits such as {{'train': ..., 'val': ...}}; "
                          f"got {type(data).__name__}")
     bad = [s for s in sets if s not in ("train", "val", "test")]
     if bad or "train" not in sets:

@@ -77,10 +77,11 @@ def load_yolo_folder(path, split: str = "train", *, size: int = 64, missing_labe
     image_dir = _image_dir(spec, split, yaml_file)
     label_dir = _label_dir(image_dir, yaml_file)
     xs, targets = [], []
-    for image_file in _image_files(image_dir, f"the {split!r} images of {yaml_file}"):
+    for image_file in _image_files(image_dir, f"the {split!r} images of {yaml_file}",
+                                   f"add images, or remove {split!r} from {yaml_file.name}"):
+        image = _open_image(image_file)
         label_file = label_dir / image_file.relative_to(image_dir).with_suffix(".txt")
-        labels = _read_labels(label_file, image_file, names, missing_labels)
-        x, boxes = _letterbox(_open_image(image_file), labels, size)
+        x, boxes = _letterbox(image, _read_labels(label_file, image_file, names, missing_labels), size)
         xs.append(x)
         targets.append(boxes)
     return DetectionSet(torch.stack(xs), _padded(targets), names)
@@ -108,7 +109,8 @@ def load_class_folder(path, split: str = "train", *, size: int = 32) -> ImageSet
     _check_sibling_splits(root, split, classes)
     xs, ys = [], []
     for k, name in enumerate(classes):
-        for image_file in _image_files(split_dir / name, f"class {name!r}"):
+        for image_file in _image_files(split_dir / name, f"class {name!r}",
+                                       "add its images: every split needs an image of every class"):
             image = _open_image(image_file).resize((size, size), Image.BILINEAR)
             xs.append(_to_tensor(image))
             ys.append(k)
@@ -207,11 +209,10 @@ def _label_dir(image_dir: Path, yaml_file: Path) -> Path:
     return Path(*parts[:last], "labels", *parts[last + 1:])
 
 
-def _image_files(folder: Path, what: str) -> list[Path]:
+def _image_files(folder: Path, what: str, fix: str) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"{folder} holds no images ({what}): add {', '.join(IMAGE_SUFFIXES)} files, or remove "
-                         f"the empty folder")
+        raise ValueError(f"{folder} holds no images ({what}; read are {', '.join(IMAGE_SUFFIXES)}): {fix}")
     return files
 
 
@@ -222,8 +223,8 @@ def _open_image(image_file: Path) -> Image.Image:
             image.load()
             return ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{image_file} is not a readable image ({type(err).__name__}: {err}): re-export it or "
-                         f"remove it (and its label file) from the data set") from None
+        raise ValueError(f"{image_file} is not a readable image ({type(err).__name__}: {err}): re-export it, or "
+                         f"remove it from the data set") from None
 
 
 def _to_tensor(image: Image.Image) -> torch.Tensor:
@@ -258,10 +259,13 @@ def _label_row(line: str, where: str, names) -> list[float]:
                          f"the class to names in data.yaml, or fix the label")
     cx, cy, w, h = row[1:]
     corners = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-    if w <= 0 or h <= 0 or min(corners) < -BOX_TOLERANCE or max(corners) > 1 + BOX_TOLERANCE:
+    if w <= 0 or h <= 0:
+        raise ValueError(f"{where}: the box cx={cx:g} cy={cy:g} w={w:g} h={h:g} has no area: w and h must be > 0; "
+                         f"fix or remove the line")
+    if min(corners) < -BOX_TOLERANCE or max(corners) > 1 + BOX_TOLERANCE:
         raise ValueError(f"{where}: the box cx={cx:g} cy={cy:g} w={w:g} h={h:g} lies outside the image: values "
                          f"are fractions of the image's width and height, so the box must lie within 0..1 (within "
-                         f"{BOX_TOLERANCE}) with w, h > 0; divide pixel values by the image size, or fix the box")
+                         f"{BOX_TOLERANCE}); divide pixel values by the image size, or fix the box")
     return row
 
 
