@@ -1,5 +1,7 @@
 """Folder data sets: YOLO detection folders and class folders written, read back, letterboxed, trained on."""
 import math
+import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +195,24 @@ def test_loaded_data_is_plain_tensors_fit_batches_unchanged(tmp_path, detection)
     assert loaded.x.dtype == torch.float32 and loaded.y.dtype == torch.float32
     assert loaded.x.shape[1:] == (3, 64, 64) and float(loaded.x.min()) >= 0 and float(loaded.x.max()) <= 1
     assert np.isin(loaded.y[..., 0].unique().numpy(), [-1, 0, 1, 2]).all()
+
+
+class _RunsOnLoad:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_readers_open_no_pickle_such_as_ultralytics_label_caches(tmp_path, detection, classification):
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_RunsOnLoad(marker))
+    write_yolo_folder(detection, tmp_path / "d")
+    (tmp_path / "d" / "labels" / "train.cache").write_bytes(payload)  # where Ultralytics keeps its pickled cache
+    (tmp_path / "d" / "images" / "train" / "cache.npy").write_bytes(payload)
+    write_class_folder(classification, tmp_path / "c")
+    (tmp_path / "c" / "train" / "circle" / "x.pkl").write_bytes(payload)
+    assert len(load_yolo_folder(tmp_path / "d", size=64)) == len(detection["train"])
+    assert len(load_class_folder(tmp_path / "c", size=16)) == len(classification["train"])
+    assert not marker.exists()

@@ -12,7 +12,8 @@ are letterboxed to ``size`` as Ultralytics does (aspect kept, grey 114 padding, 
 and shifted); class images are resized to ``size`` x ``size``. Every problem is an error that
 names the file and the fix. An image without a label file is an error by default (Ultralytics
 takes it as background silently); ``missing_labels="background"`` accepts it as an image with
-no objects.
+no objects. The writers (:mod:`workbench.folder_writers`, re-exported here) make both kinds of
+folder from the workbench's own data, so a lesson needs no download.
 
 Example:
     >>> import tempfile
