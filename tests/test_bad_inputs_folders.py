@@ -61,6 +61,8 @@ YOLO_BREAKS = {
     "yaml-nc-disagrees": lambda f: _yaml(f, "train: images/train\nnc: 4\nnames: [a, b, c]\n"),
     "yaml-path-gone": lambda f: _yaml(f, "path: /no/such/folder\ntrain: images/train\nnames: [a, b, c]\n"),
     "yaml-no-images-part": lambda f: _yaml(f, "train: .\nnames: [a, b, c]\n"),
+    "yaml-split-list": lambda f: _yaml(f, "train: [images/train, images/val]\nnames: [a, b, c]\n"),
+    "yaml-path-number": lambda f: _yaml(f, "path: 3\ntrain: images/train\nnames: [a, b, c]\n"),
 }
 
 
@@ -195,6 +197,10 @@ LOAD_YOLO = [
          ("/no/such/folder/images/train", "path:")),
     case("error", "load_yolo_folder", "yaml-no-images-part", _bad("yaml-no-images-part"), ValueError,
          ("'images'", "images/<split>")),
+    case("error", "load_yolo_folder", "yaml-split-list", _bad("yaml-split-list"), ValueError,
+         (BAD + "yaml-split-list/data.yaml", "one folder")),
+    case("error", "load_yolo_folder", "yaml-path-number", _bad("yaml-path-number"), ValueError,
+         (BAD + "yaml-path-number/data.yaml", "path must be a folder name")),
     case("error", "load_yolo_folder", "path-not-a-folder", lambda e: load_yolo_folder(e["root"] / "nothing"),
          FileNotFoundError, "nothing"),
     case("error", "load_yolo_folder", "path-a-number", lambda e: load_yolo_folder(3), ValueError, "path"),

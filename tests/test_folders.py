@@ -115,6 +115,8 @@ def test_names_as_list_relative_path_and_background_images(tmp_path):
     loaded = load_yolo_folder(root, size=32, missing_labels="background")
     assert loaded.classes == ("cat", "dog") and loaded.y.shape == (2, 2, 5)
     assert loaded.objects(0)[:, 0].tolist() == [0.0, 1.0] and len(loaded.objects(1)) == 0
+    (root / "data.yaml").write_text("train: images/train\nnames: {'1': dog, '0': cat}\n")  # keys as strings
+    assert load_yolo_folder(root, size=32, missing_labels="background").classes == ("cat", "dog")
     (root / "data.yaml").write_text("train: images/train\nnc: 2\n")
     (root / "labels" / "train" / "b.txt").write_text("")  # empty: no objects
     assert load_yolo_folder(root, size=32).classes == ("class_0", "class_1")

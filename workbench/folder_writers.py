@@ -34,7 +34,7 @@ def write_yolo_folder(data, path, names=None) -> Path:
 
     Args:
         data: a :class:`~workbench.scenes.DetectionSet` (written as ``train``) or a mapping of splits,
-            e.g. ``{"train": train, "val": val}``.
+            e.g. ``{"train": train, "val": val}`` (Ultralytics' trainer needs both).
         path: a new (or empty) folder; its parent must exist. Written in a temporary folder beside
             it first, so a failure leaves nothing behind.
         names: class names to write (default: the data's ``classes``).

@@ -62,6 +62,9 @@ def load_yolo_folder(path, split: str = "train", *, size: int = 64, missing_labe
         missing_labels: ``"error"`` (default) refuses an image without a label file;
             ``"background"`` takes it as an image with no objects, as Ultralytics does.
 
+    The images are held in memory as float32: ``N x 3 x size x size x 4`` bytes (1,000 images at
+    640 take 4.9 GB; at 64, 49 MB).
+
     Example:
         >>> import tempfile
         >>> from workbench import scenes
@@ -167,7 +170,8 @@ def _yaml_names(spec: dict, yaml_file: Path) -> tuple[str, ...]:
     names, nc = spec.get("names"), spec.get("nc")
     if names is None and isinstance(nc, int) and not isinstance(nc, bool) and nc > 0:
         names = [f"class_{i}" for i in range(nc)]
-    if isinstance(names, dict):
+    if isinstance(names, dict):  # keys 0..n-1, written as numbers or digits (Ultralytics takes int(key))
+        names = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
         keys = sorted(names, key=str)
         if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys) or \
                 sorted(keys) != list(range(len(keys))):
@@ -186,10 +190,15 @@ def _yaml_names(spec: dict, yaml_file: Path) -> tuple[str, ...]:
 
 
 def _image_dir(spec: dict, split: str, yaml_file: Path) -> Path:
+    if isinstance(split, str) and isinstance(spec.get(split), list):
+        raise ValueError(f"{yaml_file}: {split} lists several folders, which is not supported: point {split} at "
+                         f"one folder of images (e.g. {split}: images/{split})")
     if not isinstance(split, str) or not isinstance(spec.get(split), str):
         keys = [k for k in ("train", "val", "test") if isinstance(spec.get(k), str)]
         raise ValueError(f"{yaml_file} has no folder for split={split!r} (it names {keys}): pass one of those, or "
                          f"add '{split}: images/{split}' to it")
+    if not isinstance(spec.get("path") or ".", str):
+        raise ValueError(f"{yaml_file}: path must be a folder name, got {spec['path']!r}")
     root = Path(spec.get("path") or ".")
     root = root if root.is_absolute() else yaml_file.parent / root
     image_dir = root / spec[split]
