@@ -38,6 +38,18 @@ def write_yolo_folder(data, path, names=None) -> Path:
         path: a new (or empty) folder; its parent must exist. Written in a temporary folder beside
             it first, so a failure leaves nothing behind.
         names: class names to write (default: the data's ``classes``).
+
+    Example:
+        >>> import tempfile
+        >>> from workbench import scenes
+        >>> scene = scenes.shape_scenes(1, classes=2, objects=(1, 1), seed=0)
+        >>> yaml_file = write_yolo_folder(scene, Path(tempfile.mkdtemp()) / "d", names=["ball", "box"])
+        >>> scene.objects(0).tolist()  # class, x1, y1, x2, y2 in pixels of the 64 x 64 image
+        [[0.0, 11.0, 2.0, 34.0, 25.0]]
+        >>> print(yaml_file.with_name("labels").joinpath("train", "000000.txt").read_text(), end="")
+        0 0.351562 0.210938 0.359375 0.359375
+        >>> yaml.safe_load(yaml_file.read_text())["names"]
+        {0: 'ball', 1: 'box'}
     """
     sets = _sets(data, DetectionSet, "a DetectionSet (e.g. scenes.shape_scenes)")
     names = _names_for(sets, names)
@@ -63,6 +75,14 @@ def write_class_folder(data, path, names=None) -> Path:
     ``data`` is an :class:`~workbench.data.ImageSet` (written as ``train``) or a mapping of splits;
     every split needs at least one image of every class (``data.split`` keeps each class in both).
     ``names`` (default the data's ``classes``) become the folder names.
+
+    Example:
+        >>> import tempfile
+        >>> from workbench import data
+        >>> train, val = data.split(data.shapes(2, classes=2, size=8), 0.5)
+        >>> folder = write_class_folder({"train": train, "val": val}, Path(tempfile.mkdtemp()) / "c")
+        >>> sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*"))
+        ['train/circle', 'train/square', 'val/circle', 'val/square']
     """
     sets = _sets(data, ImageSet, "an ImageSet (e.g. data.shapes)")
     names = _names_for(sets, names)
