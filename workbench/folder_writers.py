@@ -74,7 +74,9 @@ def write_class_folder(data, path, names=None) -> Path:
 
     ``data`` is an :class:`~workbench.data.ImageSet` (written as ``train``) or a mapping of splits;
     every split needs at least one image of every class (``data.split`` keeps each class in both).
-    ``names`` (default the data's ``classes``) become the folder names.
+    ``names`` (default the data's ``classes``) become the folder names. Readers of the format
+    (torchvision's ImageFolder, Ultralytics, :func:`~workbench.folders.load_class_folder`) number
+    the classes by sorted folder name, so classes not in sorted order come back renumbered.
 
     Example:
         >>> import tempfile

@@ -8,8 +8,8 @@ folder name as torchvision's ImageFolder and Ultralytics number them.
 
 Loading reads only images (decoded by Pillow, EXIF rotation applied, converted to RGB), text
 files and YAML (``yaml.safe_load``: no tag can run code), and writes nothing. Detection images
-are letterboxed to ``size`` as Ultralytics does (aspect kept, grey 114 padding, boxes scaled
-and shifted); class images are resized to ``size`` x ``size``. Every problem is an error that
+are letterboxed to ``size`` as Ultralytics' data set does (aspect kept, grey 114 padding, boxes
+scaled and shifted); class images are resized to ``size`` x ``size``. Every problem is an error that
 names the file and the fix. An image without a label file is an error by default (Ultralytics
 takes it as background silently); ``missing_labels="background"`` accepts it as an image with
 no objects. The writers (:mod:`workbench.folder_writers`, re-exported here) make both kinds of
@@ -154,7 +154,7 @@ def _yaml_file(path) -> Path:
 def _read_yaml(yaml_file: Path) -> dict:
     """The YAML as plain data (``safe_load``: a ``!!python/...`` tag is refused, nothing runs)."""
     try:
-        spec = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(yaml_file.read_text(encoding="utf-8-sig"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ValueError(f"{yaml_file} is not plain YAML ({type(err).__name__}: {err}); it is read with "
                          f"yaml.safe_load, which refuses tags such as !!python/object: write plain keys and "
@@ -242,14 +242,20 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def _read_labels(label_file: Path, image_file: Path, names, missing: str) -> np.ndarray:
-    """Rows ``[class, cx, cy, w, h]`` of one label file, each checked; ``(0, 5)`` for an empty file."""
+    """Rows ``[class, cx, cy, w, h]`` of one label file, each checked; ``(0, 5)`` for an empty file.
+
+    Ultralytics checks the four numbers with the same 1% tolerance and clips a box whose corners
+    stick out; here a corner beyond the tolerance is an error, since it is most often a labelling
+    mistake. Its other habits are kept: a byte-order mark is skipped; repeated rows stay (Ultralytics
+    drops them); polygon rows are refused (Ultralytics turns them into boxes).
+    """
     if not label_file.is_file():
         if missing == "background":
             return np.zeros((0, 5), dtype=np.float64)
         raise FileNotFoundError(f"{image_file} has no label file {label_file}: write one (an empty file means no "
                                 f"objects), or pass missing_labels='background' to take such images as background")
     rows = []
-    for number, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(label_file.read_text(encoding="utf-8-sig").splitlines(), 1):
         if line.strip():
             rows.append(_label_row(line, f"{label_file}, line {number}", names))
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
@@ -280,18 +286,21 @@ def _label_row(line: str, where: str, names) -> list[float]:
 
 
 def _letterbox(image: Image.Image, labels: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image scaled to fit ``size`` (aspect kept), centred on grey; boxes ``[class, x1, y1, x2, y2]`` in pixels."""
+    """The image scaled to fit ``size`` (aspect kept), centred on grey; boxes ``[class, x1, y1, x2, y2]`` in pixels.
+
+    As Ultralytics' ``YOLODataset`` without augmentation: ``load_image`` brings the long side to
+    ``size`` (the short side rounded up), ``LetterBox`` pads both sides, and the normalised boxes
+    are scaled by the resized width and height, then shifted by the padding.
+    """
     w0, h0 = image.size
-    ratio = min(size / w0, size / h0)
-    w, h = max(1, round(w0 * ratio)), max(1, round(h0 * ratio))
-    left, top = round((size - w) / 2 - 0.1), round((size - h) / 2 - 0.1)  # as Ultralytics' LetterBox
+    ratio = size / max(w0, h0)
+    w, h = (min(math.ceil(w0 * ratio), size), min(math.ceil(h0 * ratio), size)) if ratio != 1 else (w0, h0)
+    left, top = round((size - w) / 2 - 0.1), round((size - h) / 2 - 0.1)
     canvas = Image.new("RGB", (size, size), (PAD_VALUE,) * 3)
     canvas.paste(image if (w, h) == (w0, h0) else image.resize((w, h), Image.BILINEAR), (left, top))
     cls, cx, cy, bw, bh = labels.T
-    x1 = np.clip(cx - bw / 2, 0, 1) * w + left
-    x2 = np.clip(cx + bw / 2, 0, 1) * w + left
-    y1 = np.clip(cy - bh / 2, 0, 1) * h + top
-    y2 = np.clip(cy + bh / 2, 0, 1) * h + top
+    x1, x2 = np.clip(cx - bw / 2, 0, 1) * w + left, np.clip(cx + bw / 2, 0, 1) * w + left
+    y1, y2 = np.clip(cy - bh / 2, 0, 1) * h + top, np.clip(cy + bh / 2, 0, 1) * h + top
     boxes = np.stack([cls, x1, y1, x2, y2], 1).astype(np.float32)
     return _to_tensor(canvas), torch.from_numpy(boxes).reshape(-1, 5)
 
