@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from unchanged import files_state
 
 from workbench import build_model, data, fit, scenes
 from workbench.folders import PAD_VALUE, load_class_folder, load_yolo_folder, write_class_folder, write_yolo_folder
@@ -93,6 +94,18 @@ def test_letterbox_keeps_aspect_pads_grey_and_moves_the_boxes(tmp_path):
     inside = x[:, int(want[0, 2]) + 2, int(want[0, 1]) + 2]
     torch.testing.assert_close(inside, torch.tensor([200, 30, 40]) / 255, atol=1 / 255, rtol=0)
     assert float(x[:, 16:48].max()) > 0.5 and float(x[:, 16:48, :5].abs().max()) == 0.0  # the image, black outside
+
+
+def test_a_tall_image_is_letterboxed_with_its_short_side_rounded_up(tmp_path):
+    root = _yolo_by_hand(tmp_path)
+    Image.new("RGB", (37, 91), (0, 200, 0)).save(root / "images" / "train" / "tall.png")
+    (root / "labels" / "train" / "tall.txt").write_bytes(b"\xef\xbb\xbf1 0.5 0.5 0.3 0.7\r\n")  # BOM, CRLF
+    loaded = load_yolo_folder(root, size=64)
+    width, left = math.ceil(37 * 64 / 91), 18  # 27 columns, round((64 - 27) / 2 - 0.1) to the left
+    want = [1.0, 0.35 * width + left, 0.15 * 64, 0.65 * width + left, 0.85 * 64]  # Ultralytics: 27.45 9.6 35.55 54.4
+    torch.testing.assert_close(loaded.objects(0), torch.tensor([want]))
+    grey = (loaded.x[0] * 255).round().eq(PAD_VALUE).all(0)
+    assert grey[:, :left].all() and grey[:, left + width:].all() and not grey[:, left:left + width].any()
 
 
 def test_exif_rotation_is_applied_before_letterboxing(tmp_path):
@@ -218,3 +231,12 @@ def test_readers_open_no_pickle_such_as_ultralytics_label_caches(tmp_path, detec
     assert len(load_yolo_folder(tmp_path / "d", size=64)) == len(detection["train"])
     assert len(load_class_folder(tmp_path / "c", size=16)) == len(classification["train"])
     assert not marker.exists()
+
+
+def test_reading_changes_no_file(tmp_path, detection, classification):
+    write_yolo_folder(detection, tmp_path / "d")
+    write_class_folder(classification, tmp_path / "c")
+    before = files_state(tmp_path)
+    load_yolo_folder(tmp_path / "d", "val", size=64)
+    load_class_folder(tmp_path / "c", "val", size=16)
+    assert files_state(tmp_path) == before
