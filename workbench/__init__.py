@@ -4,8 +4,9 @@ The public API is short and flat (at most 20 names); each name is a concept the 
 The modules hold the rest: ``workbench.schedules`` (``CosineWarmup``, ``OneCycle``),
 ``workbench.freezing`` (``FreezeReport``), ``workbench.models`` (``init_weights``),
 ``workbench.scenes`` (``shape_scenes``), ``workbench.training`` (``Optim``, ``Freeze``),
-``workbench.manifests`` (``manifest_model``), ``workbench.runs``, ``workbench.monitor``,
-``workbench.detection``, ``workbench.stability``, ...
+``workbench.manifests`` (``manifest_model``), ``workbench.folders`` (``load_yolo_folder``,
+``load_class_folder`` and their writers), ``workbench.metrics`` (``evaluate``), ``workbench.runs``,
+``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...
 
 Example:
     >>> import workbench as wb
@@ -13,7 +14,7 @@ Example:
     >>> wb.layer_table(model).params > 0
     True
 """
-from . import data
+from . import data, folders
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
 from .export import export_ultralytics
 from .freezing import bn_drift, freeze, unfreeze
@@ -32,7 +33,6 @@ __all__ = [
     "bn_drift",
     "build_model",
     "data",
-    "evaluate",
     "export_ultralytics",
     "fit",
     "freeze",
