@@ -232,7 +232,8 @@ def _open_image(image_file: Path) -> Image.Image:
         with Image.open(image_file) as image:
             image.load()
             return ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError,
+            ImportError) as err:  # ImportError: a plugin fallback patched into Image.open (Ultralytics' HEIF) is missing
         raise ValueError(f"{image_file} is not a readable image ({type(err).__name__}: {err}): re-export it, or "
                          f"remove it from the data set") from None
 
