@@ -106,9 +106,21 @@ def test_box_iou_hand_values():
 def test_decode_hand_case():
     raw = torch.zeros(1, 4 + 2, 2, 2)
     raw[0, :4, 1, 0] = torch.log(torch.expm1(torch.tensor(2.5)))  # softplus = 2.5 -> 2 cells each side
-    boxes, logits, centres, strides = decode([raw], [8])
+    boxes, logits, centres, strides = decode([raw], [8], reg_max=1)
     assert centres[2].tolist() == [4.0, 12.0] and strides.flatten().tolist() == [8.0] * 4
     torch.testing.assert_close(boxes[0, 2], torch.tensor([-12.0, -4.0, 20.0, 28.0]))
+    assert logits.shape == (1, 4, 2)
+
+
+def test_decode_dfl_hand_case():
+    """reg_max=16: each side's distance is the expectation over bins 0..15; one-hot bins give whole cells."""
+    raw = torch.zeros(1, 4 * 16 + 2, 2, 2)
+    raw[0, 0 * 16 + 2, 1, 0] = 50.0  # left: bin 2 alone; top: bins 3 and 4 equally (3.5); right, bottom: uniform
+    raw[0, 1 * 16 + 3, 1, 0] = raw[0, 1 * 16 + 4, 1, 0] = 50.0
+    boxes, logits, centres, strides = decode([raw], [8], reg_max=16)
+    cx, cy = centres[2].tolist()
+    expected = torch.tensor([cx - 2 * 8, cy - 3.5 * 8, cx + 7.5 * 8, cy + 7.5 * 8])
+    torch.testing.assert_close(boxes[0, 2], expected)
     assert logits.shape == (1, 4, 2)
 
 
@@ -225,7 +237,7 @@ class TinyDetector(nn.Module):
 def test_assigner_gives_every_object_cells_even_thin_ones():
     model = TinyDetector(nc=3)
     targets = torch.tensor([[[2.0, 10, 10, 40, 40], [1.0, 45, 2, 49, 60], [-1.0, 0, 0, 0, 0]]])  # a 4-pixel bar
-    boxes, logits, centres, strides = decode(model(torch.zeros(1, 3, 64, 64)), [8, 16])
+    boxes, logits, centres, strides = decode(model(torch.zeros(1, 3, 64, 64)), [8, 16], reg_max=16)
     target_boxes, target_scores, foreground = assign(logits.sigmoid(), boxes, centres, strides, targets)
     owners = target_boxes[foreground]
     assert {tuple(b) for b in owners.tolist()} == {(10.0, 10.0, 40.0, 40.0), (45.0, 2.0, 49.0, 60.0)}
@@ -255,7 +267,7 @@ def test_predict_and_evaluate_on_a_foreign_detector():
         assert (rows[:, :4] >= 0).all() and (rows[:, :4] <= 64).all() and (rows[:, 5] < 2).all()
         assert torch.equal(rows[:, 4], rows[:, 4].sort(descending=True).values)
     model.eval()
-    same = postprocess(model(images), [8, 16], (64, 64), conf=0.0, iou=0.5, max_det=7)
+    same = postprocess(model(images), [8, 16], (64, 64), conf=0.0, iou=0.5, max_det=7, reg_max=16)
     assert all(torch.equal(a, b) for a, b in zip(found, same))
     scenes = shape_scenes(8, classes=2, seed=0)
     result = wb.evaluate(model, Batches(scenes, 4, shuffle=False))
@@ -284,18 +296,18 @@ def test_detector_transfer_10_to_3_keeps_backbone_and_neck_and_rows_by_name():
 
     plain = wb.transfer(source, wb.build_model("n", "detect", nc=3), dry_run=True)
     lines = str(plain).splitlines()
-    assert lines[0] == "Transferred 348/354 items from pretrained weights  (dry run: nothing loaded)"
-    assert "Items: 183 parameters + 171 buffers (57 num_batches_tracked)" in lines
+    assert lines[0] == "Transferred 349/355 items from pretrained weights  (dry run: nothing loaded)"
+    assert "Items: 184 parameters + 171 buffers (57 num_batches_tracked)" in lines  # + dfl.conv.weight
     class_keys = {f"layers.22.cv3.{i}.2.{p}" for i in range(3) for p in ("weight", "bias")}
-    assert {r.name for r in plain.where("shape_mismatch")} == class_keys  # 354 - 348 = 6: nc outputs on 3 levels
+    assert {r.name for r in plain.where("shape_mismatch")} == class_keys  # 355 - 349 = 6: nc outputs on 3 levels
     for layer in plain.by_layer():
         if layer.stage in ("backbone", "neck"):
             assert layer.transferred == layer.items and layer.coverage == 1.0
     head = [layer for layer in plain.by_layer() if layer.stage == "head"][0]
-    assert (head.items, head.transferred, head.shape_mismatch) == (84, 78, 6)
+    assert (head.items, head.transferred, head.shape_mismatch) == (85, 79, 6)
 
     report = wb.transfer(source, target, class_names=(data.SOURCE_CLASSES, target_names))
-    assert str(report).splitlines()[0] == "Transferred 348/354 items from pretrained weights"
+    assert str(report).splitlines()[0] == "Transferred 349/355 items from pretrained weights"
     assert {r.name for r in report.where("partial")} == class_keys
     state = target.state_dict()
     for key in class_keys:
