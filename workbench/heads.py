@@ -20,8 +20,8 @@ from torch import nn
 
 HEAD_ATTRIBUTES = ("nc", "cv2", "cv3", "stride", "reg_max")
 # attributes of Ultralytics heads that add tasks or branches the workbench's loss does not train
-OTHER_TASKS = {"proto": "segmentation (Segment)", "kpt_shape": "pose (Pose)", "ne": "oriented boxes (OBB)",
-               "one2one_cv2": "end-to-end, NMS-free (YOLOv10 / YOLO26 one-to-one branches)"}
+OTHER_TASKS = {"proto": "a segmentation head", "kpt_shape": "a pose head", "ne": "an oriented-box (OBB) head",
+               "one2one_cv2": "an end-to-end head (NMS-free one-to-one branches, as YOLOv10 and YOLO26 have)"}
 SUPPORTED = ("the workbench's Detect (build_model(task='detect')) and Ultralytics' Detect as built from a "
              "detection YAML such as yolov8n.yaml or yolo11n.yaml")
 
@@ -85,7 +85,7 @@ def unsupported_reason(head: nn.Module) -> str | None:
     """Why the workbench's detection loss cannot train this head, or ``None`` when it can."""
     for attr, what in OTHER_TASKS.items():
         if getattr(head, attr, None) is not None:
-            return f"its head {type(head).__name__} is {what}"
+            return f"its head {type(head).__name__} is {what}, which the workbench's detection loss does not train"
     return None
 
 
