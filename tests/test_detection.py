@@ -14,6 +14,7 @@ from workbench.detection import (
     box_iou,
     decode,
     detect_head,
+    dfl_loss,
     nms,
     postprocess,
     predict,
@@ -223,11 +224,11 @@ def test_matching_is_across_images_by_score():
 class TinyDetector(nn.Module):
     """A small conv stack with our Detect head on two levels (strides 8 and 16)."""
 
-    def __init__(self, nc: int = 3):
+    def __init__(self, nc: int = 3, reg_max: int = 16):
         super().__init__()
         self.stem = nn.Sequential(Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), Conv(32, 32, 3, 2))
         self.down = Conv(32, 32, 3, 2)
-        self.head = Detect(nc, (32, 32), strides=(8, 16))
+        self.head = Detect(nc, (32, 32), strides=(8, 16), reg_max=reg_max)
 
     def forward(self, x):
         p3 = self.stem(x)
@@ -255,6 +256,47 @@ def test_loss_decreases_and_fit_reports_map():
     assert np.mean(history.loss[-3:]) < 0.8 * np.mean(history.loss[:3])
     assert set(history.val) == {"loss", "mAP50"} and 0.0 <= history.val["mAP50"][-1] <= 1.0
     assert history.val["loss"][-1] < history.val["loss"][0]
+
+
+def test_dfl_loss_matches_a_hand_reference():
+    """Each side's target between two bins: cross-entropy to both, weighted by closeness; the mean of the 4 sides."""
+    torch.manual_seed(0)
+    raw, target = torch.randn(5, 4 * 16), torch.rand(5, 4) * 18 - 1  # some below 0 and above 15: clamped
+    log_p = raw.view(5, 4, 16).log_softmax(-1)
+    expected = torch.zeros(5)
+    for i in range(5):
+        for side in range(4):
+            t = min(max(target[i, side].item(), 0.0), 16 - 1.01)
+            left = int(t)
+            expected[i] -= ((left + 1 - t) * log_p[i, side, left] + (t - left) * log_p[i, side, left + 1]) / 4
+    torch.testing.assert_close(dfl_loss(raw, target, 16), expected)
+    sharp = torch.full((1, 4 * 16), -30.0)
+    sharp[0, [2, 16 + 2, 32 + 2, 48 + 2]] = 30.0
+    assert dfl_loss(sharp, torch.full((1, 4), 2.0), 16).item() < 1e-6  # all mass on the target bin: no loss
+
+
+@pytest.mark.parametrize("reg_max", [1, 16])
+def test_detection_loss_is_the_weighted_sum_of_its_parts(reg_max):
+    torch.manual_seed(0)
+    model = TinyDetector(nc=3, reg_max=reg_max)
+    scenes = shape_scenes(4, classes=3, seed=0)
+    loss_fn = DetectionLoss(model)
+    loss = loss_fn(model(scenes.x), scenes.y)
+    parts = loss_fn.last
+    expected = 7.5 * parts["box"] + 1.0 * parts["cls"] + (1.5 * parts["dfl"] if reg_max > 1 else 0.0)
+    assert set(parts) == ({"box", "cls", "dfl"} if reg_max > 1 else {"box", "cls"}) and parts["box"] > 0
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dfl_detector_learns_on_shape_scenes():
+    """reg_max=16 (Ultralytics' head): a few seconds of CPU training lift mAP@0.5 well above the untrained 0."""
+    torch.manual_seed(0)
+    model = TinyDetector(nc=2)
+    train, val = shape_scenes(64, classes=2, seed=0), shape_scenes(32, classes=2, seed=100)
+    untrained = evaluate_detection(model, Batches(val, 32, shuffle=False))["mAP50"]
+    history = wb.fit(model, train, val, epochs=6, batch_size=8, lr=0.003, optimizer="adamw", progress=False)
+    assert detect_head(model).reg_max == 16 and untrained <= 0.05
+    assert history.val["mAP50"][-1] >= 0.25 + untrained  # 0.66 on this seed; 0.41 to 0.66 over seeds 0-3
 
 
 def test_predict_and_evaluate_on_a_foreign_detector():
