@@ -72,7 +72,7 @@ def test_eval_output_equals_ultralytics_with_the_same_weights(tasks, size):
     assert (boxes[..., 2:] - boxes[..., :2]).std() > 1.0  # the bins are far from uniform: a real check
 
 
-def test_dfl_matches_ultralytics_bbox_loss():
+def test_dfl_matches_ultralytics_bbox_loss(tasks):
     """Ultralytics' DFLoss / BboxLoss on the same tensors: the DFL term in grid cells, CIoU in pixels or cells."""
     from ultralytics.utils.loss import BboxLoss, DFLoss
 
