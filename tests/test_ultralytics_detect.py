@@ -36,7 +36,7 @@ def _randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def test_yolov8n_fills_the_workbench_detector_tensor_for_tensor(tasks, yolov8n_80):
-    """80 classes: every entry of the state dict fits, the DFL bins too; 80 -> 3 counts as Ultralytics' intersect_dicts."""
+    """80 classes: every entry fits, the DFL bins too; 80 -> 3 counts what Ultralytics' intersect_dicts counts."""
     from ultralytics.utils.torch_utils import intersect_dicts
 
     state = yolov8n_80.state_dict()

@@ -279,8 +279,9 @@ def dfl_loss(raw: torch.Tensor, target: torch.Tensor, reg_max: int) -> torch.Ten
 
 
 class DetectionLoss:
-    """``loss(outputs, targets)`` for a detection head: ``box * CIoU + cls * BCE (+ dfl * DFL)``, normalised by the target scores.
+    """``loss(outputs, targets)`` for a detection head: ``box * CIoU + cls * BCE (+ dfl * DFL)``, normalised.
 
+    Each part is summed over cells and divided by the sum of the target scores, as Ultralytics does.
     ``box=7.5`` and ``dfl=1.5`` are Ultralytics' weights; the DFL term (:func:`dfl_loss`) exists
     for ``reg_max > 1`` heads (Ultralytics' and the workbench's default). ``cls=1.0`` doubles
     Ultralytics' 0.5: on short CPU runs the class term needs the weight (mAP@0.5 0.93 instead of

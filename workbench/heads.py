@@ -27,7 +27,7 @@ SUPPORTED = ("the workbench's Detect (build_model(task='detect')) and Ultralytic
 
 
 class DFL(nn.Module):
-    """The expected distance of each box side: softmax over ``reg_max`` bins, then a fixed 1x1 conv with weights 0..reg_max-1.
+    """Each box side's expected distance: softmax over ``reg_max`` bins, then a fixed 1x1 conv of weights 0..reg_max-1.
 
     Its conv weight is a frozen parameter named ``conv.weight``, as in Ultralytics, so state dicts match.
 
@@ -77,7 +77,8 @@ def class_layer_names(name: str, head: nn.Module) -> list[str]:
     for attr in ("cv3", "one2one_cv3"):
         branches = getattr(head, attr, None)
         if isinstance(branches, nn.ModuleList):
-            names += [f"{prefix}{attr}.{i}.{len(b) - 1}" for i, b in enumerate(branches) if isinstance(b, nn.Sequential)]
+            names += [f"{prefix}{attr}.{i}.{len(b) - 1}" for i, b in enumerate(branches)
+                      if isinstance(b, nn.Sequential)]
     return names
 
 
@@ -90,7 +91,7 @@ def unsupported_reason(head: nn.Module) -> str | None:
 
 
 def flatten_outputs(outputs) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """A head's outputs as ``(batch, cells, 4 * reg_max + nc)`` (levels in order, cells row by row) and each level's ``(h, w)``.
+    """A head's outputs as ``(batch, cells, 4 * reg_max + nc)`` (levels in order, cells row by row) and level sizes.
 
     Accepts the workbench's list of ``(batch, 4 * reg_max + nc, h, w)`` maps, Ultralytics' training
     dict ``{"boxes": (batch, 4 * reg_max, cells), "scores": (batch, nc, cells), "feats": maps}`` and its

@@ -137,7 +137,8 @@ def evaluate_detection(model: nn.Module, batches, device: torch.device | str = "
     """Mean loss and mAP@0.5 of a detector over ``batches`` of ``(images, padded targets)``.
 
     Predictions keep every box scoring above ``conf`` after NMS at ``iou`` (as Ultralytics'
-    validation: a low threshold, so the whole precision-recall curve is measured).
+    validation: a low threshold, so the whole precision-recall curve is measured). The head's eval
+    outputs are decoded by :func:`~workbench.detection.decode`, an Ultralytics ``Detect``'s too.
     """
     loss_fn = loss_fn or DetectionLoss(model)
     head = detect_head(model)

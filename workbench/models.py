@@ -140,7 +140,7 @@ class Detect(nn.Module):
         self.bias_init()
 
     def bias_init(self, image_size: int = 64) -> None:
-        """Ultralytics' prior: class bias log(5 / nc / (image_size / stride)^2); box bias 1 (2 for DFL bins, as Ultralytics)."""
+        """Ultralytics' prior: class bias log(5 / nc / (image_size / stride)^2); box bias 1 (DFL: 2, as Ultralytics)."""
         for box, cls, s in zip(self.cv2, self.cv3, self.stride.tolist()):
             nn.init.constant_(box[-1].bias, 1.0 if self.reg_max == 1 else 2.0)
             nn.init.constant_(cls[-1].bias, math.log(5 / self.nc / (image_size / s) ** 2))

@@ -41,6 +41,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from .heads import class_layer_names, detect_heads
 from .layer_map import (
     align_layout,
     check_layer_map,
@@ -52,7 +53,6 @@ from .layer_map import (
     suggest_layer_map,
 )
 from .layers import numbered_layers
-from .heads import class_layer_names, detect_heads
 from .transfer_report import STATUS_COLOURS, STATUSES, LayerSummary, ReportLayer, Row, TransferReport
 
 __all__ = [
