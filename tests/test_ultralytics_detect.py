@@ -60,16 +60,21 @@ def test_eval_output_equals_ultralytics_with_the_same_weights(tasks, size):
     theirs = _randomised(tasks.DetectionModel("yolov8n.yaml", nc=3, verbose=False)).eval()
     ours = wb.build_model("n", "detect", nc=3)
     assert wb.transfer(theirs, ours).n_transferred == len(theirs.state_dict()) == 355
-    x = torch.rand(2, 3, *size)
+    boxes = _assert_same_output(ours, theirs, torch.rand(2, 3, *size))
+    assert boxes.shape[1] == sum((size[0] // s) * (size[1] // s) for s in (8, 16, 32))
+
+
+def _assert_same_output(ours, theirs, x) -> torch.Tensor:
+    """The workbench's decoded boxes (xyxy) and scores equal Ultralytics' eval output (xywh, sigmoid scores)."""
     with torch.no_grad():
-        decoded, raw = theirs(x)  # (B, 4 + nc, A): xywh boxes in pixels, sigmoid scores
+        decoded, _ = theirs.eval()(x)  # (B, 4 + nc, A): xywh boxes in pixels, sigmoid scores
         boxes, logits, _, _ = decode(ours.eval()(x), detect_head(ours).stride.tolist(), reg_max=16)
-    xywh, scores = decoded.transpose(1, 2).split((4, 3), -1)
+    xywh, scores = decoded.transpose(1, 2).split((4, decoded.shape[1] - 4), -1)
     xyxy = torch.cat([xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2], -1)
     torch.testing.assert_close(boxes, xyxy, atol=1e-3, rtol=1e-5)  # pixels
     torch.testing.assert_close(logits.sigmoid(), scores, atol=1e-5, rtol=1e-5)
-    assert boxes.shape[1] == sum((size[0] // s) * (size[1] // s) for s in (8, 16, 32))
     assert (boxes[..., 2:] - boxes[..., :2]).std() > 1.0  # the bins are far from uniform: a real check
+    return boxes
 
 
 def test_dfl_matches_ultralytics_bbox_loss(tasks):
@@ -144,3 +149,16 @@ def test_fit_refuses_heads_it_cannot_train_and_says_what_it_can(tasks, build, wh
     with pytest.raises(ValueError, match=f"{what}.*Supported detection heads: .*yolov8n.yaml"):
         wb.fit(model, shape_scenes(8, classes=2, seed=0), epochs=1, batch_size=8, progress=False)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing changed
+
+
+def test_a_yolov8n_file_fills_the_workbench_detector_and_detects_the_same(tasks, tmp_path):
+    """An Ultralytics-format ``.pt`` (EMA in half precision, as training saves it), read without running it."""
+    from test_yolo_checkpoints import ultralytics_checkpoint
+
+    torch.manual_seed(0)
+    theirs = _randomised(tasks.DetectionModel("yolov8n.yaml", nc=3, verbose=False), seed=1).eval()
+    path = tmp_path / "yolov8n_shapes.pt"
+    torch.save(ultralytics_checkpoint(theirs), path)
+    ours = wb.build_model("n", "detect", nc=3)
+    assert wb.transfer(path, ours).headline == "Transferred 355/355 items from pretrained weights"
+    _assert_same_output(ours, theirs.half().float(), torch.rand(2, 3, 64, 96))  # the values the file holds
