@@ -376,8 +376,9 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     """The model the shipped weights belong to, with them loaded; ``model.pretrained_info`` holds the metadata.
 
     ``pretrained_info`` has the recipe, the class names (``"classes"``), the seed, the source
-    validation accuracy (``source_val_mAP50`` for the detector ``"shapes_detect_n"``) and the torch
-    version that produced the file (``python -m workbench.pretrain --name NAME``).
+    validation accuracy (``source_val_mAP50`` for the detector ``"shapes_detect_n"``, whose head is
+    the light ``reg_max=1`` one, recorded as ``"reg_max"``) and the torch version that produced the
+    file (``python -m workbench.pretrain --name NAME``).
 
     Example:
         >>> model = pretrained("shapes_n")
@@ -386,7 +387,8 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     """
     path = pretrained_path(name)
     info = read_metadata(path)
-    model = build_model(info["scale"], info["task"], nc=len(info["classes"]), ch=info.get("ch", 3))
+    head = {"reg_max": info.get("reg_max", 1)} if info["task"] == "detect" else {}  # files before DFL: light head
+    model = build_model(info["scale"], info["task"], nc=len(info["classes"]), ch=info.get("ch", 3), **head)
     model.load_state_dict(load_weights(path))
     model.pretrained_info = info
     return model

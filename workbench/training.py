@@ -286,7 +286,9 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 3, batch_size: int =
     """Train ``model`` on ``train`` for ``epochs`` and return its :class:`History`.
 
     Args:
-        model: any ``nn.Module`` (ours, torchvision, timm, your own).
+        model: any ``nn.Module`` (ours, torchvision, timm, your own); a detector with the workbench's ``Detect``
+            or Ultralytics' (a ``DetectionModel`` from yolov8n.yaml or yolo11n.yaml; segmentation, pose, OBB and
+            end-to-end heads are refused with a ``ValueError``).
         train, val: an ``ImageSet`` (batched here, seeded order) or a DataLoader of ``(x, y)``.
         epochs: total epochs; with ``history`` the run continues up to this count.
         optimizer: ``"auto"`` (AdamW for short runs, SGD for long ones, as Ultralytics), ``"sgd"``, ``"adamw"``,

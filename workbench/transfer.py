@@ -41,6 +41,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from .heads import class_layer_names, detect_heads
 from .layer_map import (
     align_layout,
     check_layer_map,
@@ -52,7 +53,6 @@ from .layer_map import (
     suggest_layer_map,
 )
 from .layers import numbered_layers
-from .models import Detect
 from .transfer_report import STATUS_COLOURS, STATUSES, LayerSummary, ReportLayer, Row, TransferReport
 
 __all__ = [
@@ -79,13 +79,16 @@ def _norm(name: str) -> str:
 def class_layer_keys(model: nn.Module, nc: int) -> list[str]:
     """State_dict keys (weight, then bias) of the final class layer(s) with ``nc`` outputs.
 
-    Our Detect head has one per level (the last conv of each ``cv3`` branch); any other model
-    has one: the last ``nn.Linear`` or conv layer with ``nc`` outputs.
+    A detection head, the workbench's or Ultralytics' (:func:`~workbench.heads.detect_heads`), has
+    one per level: the last conv of each class branch (``cv3``, and ``one2one_cv3`` where present).
+    Any other model has one: the last ``nn.Linear`` or conv layer with ``nc`` outputs.
+
+    Example:
+        >>> from workbench import build_model
+        >>> class_layer_keys(build_model("n", "detect", nc=3), 3)[-2:]
+        ['layers.22.cv3.2.2.weight', 'layers.22.cv3.2.2.bias']
     """
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, Detect):
-            names += [f"{name}.cv3.{i}.{len(branch) - 1}" for i, branch in enumerate(module.cv3)]
+    names = [n for name, head in detect_heads(model) for n in class_layer_names(name, head)]
     if not names:
         last = [name for name, m in model.named_modules()
                 if isinstance(m, nn.Linear) and m.out_features == nc
