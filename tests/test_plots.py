@@ -170,6 +170,18 @@ def test_lr_curves_keep_coinciding_groups_visible_and_name_them_once(profile, mu
         assert "0 not shown" in fig.layout.yaxis.title.text  # a log axis leaves out the warmup's rate 0
 
 
+
+def test_lr_curves_give_every_line_its_own_colour_with_many_groups():
+    from workbench.optim import make_optimizer
+
+    optimizer = make_optimizer(build_model(nc=3), "sgd", lr=0.01, layer_decay=0.5)  # three groups per layer
+    preview = YoloSchedule("ultralytics", warmup_epochs=1).preview(optimizer, nb=5, epochs=4)
+    classes = _coinciding_reference({g: np.asarray(v) for g, v in preview.lr.items()})
+    assert len(classes) > 10  # more lines than the first palette's ten colours
+    lr = [t for t in plots.lr_curves(preview).data if t.meta["value"] == "lr"]
+    assert [t.meta["groups"] for t in lr] == classes
+    assert len({t.line.color for t in lr}) == len(classes)  # no legend swatch stands for two lines
+
 # ------------------------------------------------------------------------------------------ gradients
 def _run_with_frozen_stem(small_shapes, **options):
     train, _ = small_shapes

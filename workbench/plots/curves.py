@@ -21,7 +21,7 @@ from ..training import History
 from .grid import on, side_by_side, stacked
 from .health import grad_matrix
 
-PALETTE = qualitative.Plotly
+PALETTE = qualitative.Plotly + qualitative.Dark24  # 34 distinct colours: many groups (layer-wise decay) stay apart
 MARGIN = dict(l=60, r=30, t=50, b=40)
 
 
