@@ -21,7 +21,7 @@ from ..training import History
 from .grid import on, side_by_side, stacked
 from .health import grad_matrix
 
-PALETTE = qualitative.Plotly
+PALETTE = qualitative.Plotly + qualitative.Dark24  # 34 distinct colours: many groups (layer-wise decay) stay apart
 MARGIN = dict(l=60, r=30, t=50, b=40)
 
 
@@ -262,18 +262,24 @@ def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "
 def training_dashboard(history: History, *, max_columns: int = 300, title: str | None = None) -> go.Figure:
     """The live view of a run: loss, LR per group, and per-layer gradient norms (log10) over the steps.
 
+    Groups whose LR curves coincide are drawn as one line, named by all of them (``"lr weight = norm"``),
+    so no group's line hides under another's.
+
     Example:
         >>> from workbench import History
-        >>> h = History(loss=[2.0, 1.0], epoch=[0, 0], lr={"weight": [0.0, 0.01]}, layer_names=["a", "b"],
-        ...             layer_grad_norms=[[1.0, 10.0], [0.1, 0.0]])
+        >>> h = History(loss=[2.0, 1.0], epoch=[0, 0], lr={"weight": [0.0, 0.01], "norm": [0.0, 0.01],
+        ...             "bias": [0.1, 0.01]}, layer_names=["a", "b"], layer_grad_norms=[[1.0, 10.0], [0.1, 0.0]])
         >>> fig = training_dashboard(h)
-        >>> [trace.type for trace in fig.data]
-        ['scatter', 'scatter', 'heatmap']
+        >>> [(trace.type, trace.name) for trace in fig.data]
+        [('scatter', 'loss'), ('scatter', 'lr weight = norm'), ('scatter', 'lr bias'), ('heatmap', 'log10 grad norm')]
     """
     traces = [dict(type="scatter", mode="lines", x=np.arange(1, history.step + 1), y=np.asarray(history.loss),
                    name="loss", line=dict(color="#333"))]
-    for k, (name, values) in enumerate(history.lr.items()):
-        traces.append(_line(np.arange(1, len(values) + 1), values, f"lr {name}", k, 2))
+    index = {name: k for k, name in enumerate(history.lr)}
+    for group in coinciding_curves({name: np.asarray(v, dtype=float) for name, v in history.lr.items()}):
+        values, label = history.lr[group[0]], " = ".join(group)
+        traces.append(_line(np.arange(1, len(values) + 1), values, f"lr {label}", index[group[0]], 2,
+                            meta=dict(groups=group, value="lr")))
     x, z, names = grad_matrix(history, max_columns)
     traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm",
                        colorbar=dict(title="log10 |g|", len=0.45, y=0.22),
