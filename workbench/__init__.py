@@ -14,12 +14,12 @@ Example:
     >>> wb.layer_table(model).params > 0
     True
 """
-from . import data, folders
+from . import data, folders  # noqa: F401  (folders: importable as wb.folders, outside the 20 names)
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
 from .export import export_ultralytics
 from .freezing import bn_drift, freeze, unfreeze
 from .layers import numbered_layers
-from .metrics import evaluate
+from .metrics import evaluate  # noqa: F401  (importable, outside the 20 names)
 from .models import build_model, layer_table
 from .optim import param_groups
 from .schedules import YoloSchedule

@@ -233,7 +233,7 @@ def _open_image(image_file: Path) -> Image.Image:
             image.load()
             return ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError,
-            ImportError) as err:  # ImportError: a plugin fallback patched into Image.open (Ultralytics' HEIF) is missing
+            ImportError) as err:  # ImportError: a fallback patched into Image.open (Ultralytics' HEIF) is missing
         raise ValueError(f"{image_file} is not a readable image ({type(err).__name__}: {err}): re-export it, or "
                          f"remove it from the data set") from None
 
