@@ -89,3 +89,98 @@ def test_command_line_writes_weights_with_metadata(tmp_path, capsys):
     assert info["recipe"]["epochs"] == 1 and info["recipe"]["n_per_class"] == 3
     assert wb.load_weights(out)["layers.0.conv.weight"].dtype == torch.float16
     assert "source val accuracy" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- the shipped Ultralytics-format detector
+BLOCKER = """
+import importlib.abc, json, sys
+class Blocker(importlib.abc.MetaPathFinder):
+    tried = []
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "ultralytics":
+            self.tried.append(name)
+            raise ImportError(name + " is not importable here")
+sys.meta_path.insert(0, Blocker())
+import workbench as wb
+from workbench.checkpoints import pretrained_path, read_metadata
+path = pretrained_path("shapes_yolov8n")
+state, meta, info = wb.load_weights(path), read_metadata(path), wb.inspect_checkpoint(path)
+print(json.dumps({"entries": len(state), "first": next(iter(state)), "meta": meta, "safe": info.safe,
+                  "inert": info.inert, "tried": Blocker.tried, "loaded": "ultralytics" in sys.modules}))
+"""
+
+
+@pytest.fixture(scope="module")
+def yolo_file_read_without_ultralytics():
+    """What a process in which ``ultralytics`` cannot be imported reads from the shipped .pt."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", BLOCKER], env=env, capture_output=True, text=True, timeout=300,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_shipped_yolo_file_reads_safely_without_ultralytics(yolo_file_read_without_ultralytics):
+    out = yolo_file_read_without_ultralytics
+    assert out["tried"] == [] and not out["loaded"] and out["safe"]
+    assert out["entries"] == 355 and out["first"] == "model.0.conv.weight"
+    assert "ultralytics.nn.tasks.DetectionModel" in out["inert"]
+    meta = out["meta"]
+    assert meta["names"] == list(wb.data.SOURCE_CLASSES) and meta["nc"] == 10 and meta["task"] == "detect"
+    assert meta["model_class"] == "ultralytics.nn.tasks.DetectionModel" and meta["weights_from"] == "model"
+    assert meta["stored_dtype"] == ["float16"] and meta["epoch"] == -1 and meta["version"].startswith("8.4.")
+    assert meta["updates"] is None and meta["best_fitness"] is None  # as strip_optimizer leaves them
+    for key, value in pretrain.ultralytics_args("shapes_yolov8n").items():  # the recipe, in Ultralytics' words
+        assert meta["train_args"][key] == value, key
+    assert meta["train_args"]["model"] == "yolov8n.yaml" and meta["yaml"]["scale"] == "n"
+
+
+def test_shipped_yolo_file_is_small_and_reaches_its_recorded_map():
+    path = pretrained_path("shapes_yolov8n")
+    assert path.suffix == ".pt" and path.stat().st_size < 7_000_000
+    model = wb.pretrained("shapes_yolov8n")
+    info = model.pretrained_info
+    assert (model.task, model.nc, model.layers[-1].reg_max) == ("detect", 10, 16)
+    assert info["classes"] == list(wb.data.SOURCE_CLASSES)
+    recorded = info["train_metrics"]["metrics/mAP50(B)"]
+    measured = pretrain.source_map(model, pretrain.YOLO_RECIPE)
+    assert measured["mAP50"] == pytest.approx(recorded, abs=0.01) and recorded >= 0.9
+    report = wb.transfer(path, wb.build_model("n", "detect", nc=3))
+    assert report.headline == "Transferred 349/355 items from pretrained weights" and report.layout
+
+
+def test_shipped_yolo_file_rebuilds_the_same_ultralytics_model(tasks):
+    """Ultralytics' DetectionModel from yolov8n.yaml loads the file strictly and gives the workbench model's output."""
+    yolo = tasks.DetectionModel("yolov8n.yaml", nc=10, verbose=False).eval()
+    yolo.load_state_dict(wb.load_weights(pretrained_path("shapes_yolov8n")), strict=True)
+    model = wb.pretrained("shapes_yolov8n").eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs, ours = yolo(x), model(x)
+    from workbench.detection import decode, detect_head
+
+    boxes, logits, _, _ = decode(ours, detect_head(model).stride.tolist(), reg_max=16)
+    xywh, scores = theirs[0].transpose(1, 2).split((4, theirs[0].shape[1] - 4), -1)
+    xyxy = torch.cat([xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2], -1)
+    torch.testing.assert_close(boxes, xyxy, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(logits.sigmoid(), scores, atol=1e-5, rtol=1e-5)
+
+
+def test_ultralytics_accepts_the_recipe_as_train_arguments(tasks):
+    from ultralytics.cfg import get_cfg
+
+    args = vars(get_cfg(overrides=pretrain.ultralytics_args("shapes_yolov8n")))
+    assert args["epochs"] == pretrain.YOLO_RECIPE["epochs"] and args["mosaic"] == 0.0 and args["lrf"] == 1.0
+
+
+def test_the_yolo_recipe_is_written_by_its_tool_not_by_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        pretrain.main(["--name", "shapes_yolov8n"])
+    assert "tools/make_yolo_checkpoint.py" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="reg_max=16"):
+        pretrain.ultralytics_args("shapes_detect_n")

@@ -38,7 +38,8 @@ from .yolo_checkpoints import UnsafeGlobal, YoloCheckpoint, as_yolo_checkpoint, 
 FORMATS = ("safetensors", "torch-zip", "pickle")
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "ema")  # where checkpoints nest their weights
 PRETRAINED = {"shapes_n": "shapes_n.safetensors",  # shipped in workbench/weights/
-              "shapes_detect_n": "shapes_detect_n.safetensors"}
+              "shapes_detect_n": "shapes_detect_n.safetensors",
+              "shapes_yolov8n": "shapes_yolov8n.pt"}  # an Ultralytics .pt, as `yolo train` leaves it
 SUMMARY_KEYS = ("names", "nc", "task", "model_class", "weights_from", "stored_dtype", "version", "date", "epoch")
 # what a pickle built from allowed pieces, but wrongly (truncated, corrupt, crafted), raises
 _BAD_PICKLE = (pickle.UnpicklingError, ValueError, TypeError, AttributeError, EOFError, zipfile.BadZipFile, KeyError,
@@ -378,7 +379,10 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     ``pretrained_info`` has the recipe, the class names (``"classes"``), the seed, the source
     validation accuracy (``source_val_mAP50`` for the detector ``"shapes_detect_n"``, whose head is
     the light ``reg_max=1`` one, recorded as ``"reg_max"``) and the torch version that produced the
-    file (``python -m workbench.pretrain --name NAME``).
+    file (``python -m workbench.pretrain --name NAME``). ``"shapes_yolov8n"`` is an Ultralytics
+    ``.pt`` (read as inert data): its ``pretrained_info`` is :func:`read_metadata`'s (``names``,
+    ``train_args``, ``version``, ...) plus ``"classes"``, and the model the workbench's ``n``
+    detector with Ultralytics' head.
 
     Example:
         >>> model = pretrained("shapes_n")
@@ -387,6 +391,11 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     """
     path = pretrained_path(name)
     info = read_metadata(path)
+    if "model_class" in info:  # an Ultralytics file: layers named model.{i}, Ultralytics' head
+        model = build_model(info["yaml"].get("scale", "n"), info["task"], nc=info["nc"], ch=info["yaml"].get("channels", 3))
+        model.load_state_dict({f"layers.{k.removeprefix('model.')}": v for k, v in load_weights(path).items()})
+        model.pretrained_info = {**info, "classes": info["names"]}
+        return model
     head = {"reg_max": info.get("reg_max", 1)} if info["task"] == "detect" else {}  # files before DFL: light head
     model = build_model(info["scale"], info["task"], nc=len(info["classes"]), ch=info.get("ch", 3), **head)
     model.load_state_dict(load_weights(path))

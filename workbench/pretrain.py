@@ -6,8 +6,14 @@ split with the weights as stored (float16), and writes ``workbench/weights/shape
 with the recipe, the class names, the seed, that accuracy and the torch version in the file's
 metadata. ``shapes_detect_n`` (``DETECT_RECIPE``) does the same for the ``n`` detector on 800
 scenes of the ten shapes (64x64) with the light head (``reg_max=1``, recorded in the metadata) and
-records mAP@0.5 on 300 held-out scenes. The same recipe
-and seed give the same weights on the same machine and thread count.
+records mAP@0.5 on 300 held-out scenes. ``shapes_yolov8n`` (``YOLO_RECIPE``) trains the same
+scenes with Ultralytics' head (``reg_max=16``, DFL), and is shipped as an Ultralytics ``.pt``
+(``workbench/weights/shapes_yolov8n.pt``, the file a ``yolo train`` run leaves after
+``strip_optimizer``): ``tools/make_yolo_checkpoint.py`` trains it with :func:`pretrain`, loads the
+weights into Ultralytics' ``DetectionModel("yolov8n.yaml", nc=10)`` and writes it with
+:func:`ultralytics_args` as its ``train_args``; it needs Ultralytics, so ``python -m
+workbench.pretrain`` refuses that name. The same recipe and seed give the same weights on the same
+machine and thread count.
 
 Example:
     >>> train, val = source_data({**RECIPE, "n_per_class": 5})
@@ -63,7 +69,16 @@ DETECT_RECIPE = {
     "seed": 0,
     "dtype": "float16",
 }
-RECIPES = {"shapes_n": RECIPE, "shapes_detect_n": DETECT_RECIPE}
+YOLO_RECIPE = {
+    **DETECT_RECIPE,
+    "reg_max": 16,  # Ultralytics' head (DFL): the weights fill DetectionModel("yolov8n.yaml", nc=10) whole
+    "epochs": 6,  # source mAP50 0.99 on the 300 held-out scenes (3 epochs: 0.70); about 50 s of CPU
+}
+RECIPES = {"shapes_n": RECIPE, "shapes_detect_n": DETECT_RECIPE, "shapes_yolov8n": YOLO_RECIPE}
+ULTRALYTICS_FILES = {"shapes_yolov8n": "tools/make_yolo_checkpoint.py"}  # recipes shipped as Ultralytics .pt
+# fit trains without augmentation, warmup or LR decay: the Ultralytics arguments that say so
+PLAIN_TRAINING = {"warmup_epochs": 0.0, "lrf": 1.0, "weight_decay": 5e-4, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0,
+                  "translate": 0.0, "scale": 0.0, "fliplr": 0.0, "mosaic": 0.0, "close_mosaic": 0}
 DEFAULT_OUT = Path(__file__).parent / "weights" / PRETRAINED["shapes_n"]
 
 
@@ -101,6 +116,25 @@ def source_map(model: nn.Module, recipe: dict = DETECT_RECIPE, batch_size: int =
     """
     _, val = source_data(recipe)
     return evaluate(model, Batches(val, batch_size, shuffle=False))
+
+
+def ultralytics_args(name: str = "shapes_yolov8n", recipe: dict | None = None) -> dict:
+    """A detect recipe as Ultralytics' train arguments (``get_cfg(overrides=...)``), for the file's ``train_args``.
+
+    Example:
+        >>> args = ultralytics_args()
+        >>> args["model"], args["imgsz"], args["optimizer"], args["lr0"], args["epochs"] == YOLO_RECIPE["epochs"]
+        ('yolov8n.yaml', 64, 'AdamW', 0.002, True)
+    """
+    recipe = _recipe(name, recipe)
+    if recipe["task"] != "detect" or recipe.get("reg_max", 16) != 16:
+        raise ValueError(f"recipe {name!r} is not an Ultralytics detector (task 'detect' with reg_max=16)")
+    optimizer = {"adamw": "AdamW", "sgd": "SGD", "auto": "auto"}[recipe["optimizer"]]
+    return {"task": "detect", "mode": "train", "model": f"yolov8{recipe['scale']}.yaml",
+            "data": f"workbench.scenes.shape_scenes({recipe['n_scenes']} scenes, seed {recipe['data_seed']})",
+            "epochs": recipe["epochs"], "batch": recipe["batch_size"], "imgsz": recipe["size"], "pretrained": False,
+            "optimizer": optimizer, "lr0": recipe["lr"], "seed": recipe["seed"], "deterministic": True,
+            "device": "cpu", "name": name, **PLAIN_TRAINING}
 
 
 def _as_stored(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -168,6 +202,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--n-scenes", type=int, default=None, help="detect recipes: training scenes")
     parser.add_argument("--seed", type=int, default=None, help="default: the recipe's")
     args = parser.parse_args(argv)
+    if args.name in ULTRALYTICS_FILES:
+        parser.error(f"{args.name} is shipped in Ultralytics' own .pt format: write it with "
+                     f"`python {ULTRALYTICS_FILES[args.name]}` (needs ultralytics.nn.tasks)")
     given = {"epochs": args.epochs, "n_per_class": args.n_per_class, "n_scenes": args.n_scenes, "seed": args.seed}
     overrides = {k: v for k, v in given.items() if v is not None and k in RECIPES[args.name]}
     out = args.out or Path(__file__).parent / "weights" / PRETRAINED[args.name]
