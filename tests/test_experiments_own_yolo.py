@@ -78,7 +78,7 @@ def test_the_folder_round_trip_keeps_the_scenes(tmp_path):
     assert (len(train), len(val), train.classes) == (6, 4, TINY.classes)
     assert (train.x - original.x).abs().max() <= 0.5 / 255 + 1e-6  # PNG keeps 8 bits
     for i in range(len(train)):
-        torch.testing.assert_close(train.objects(i), original.objects(i))
+        torch.testing.assert_close(train.objects(i), original.objects(i), atol=1e-3, rtol=0)  # labels: 6 decimals
 
 
 def test_own_yolo_fine_tunes_from_the_checkpoint_and_exports(result):
