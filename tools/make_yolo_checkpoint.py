@@ -44,7 +44,7 @@ def _ultralytics():
 
 
 def as_ultralytics_model(model, classes, args):
-    """A ``DetectionModel`` from ``yolov8n.yaml`` holding ``model``'s weights, set up as Ultralytics' trainer sets it."""
+    """A ``DetectionModel`` from ``yolov8n.yaml`` with ``model``'s weights, set up as Ultralytics' trainer sets it."""
     import workbench as wb
 
     _, _, tasks, _ = _ultralytics()

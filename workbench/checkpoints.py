@@ -392,7 +392,8 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     path = pretrained_path(name)
     info = read_metadata(path)
     if "model_class" in info:  # an Ultralytics file: layers named model.{i}, Ultralytics' head
-        model = build_model(info["yaml"].get("scale", "n"), info["task"], nc=info["nc"], ch=info["yaml"].get("channels", 3))
+        spec = info["yaml"]
+        model = build_model(spec.get("scale", "n"), info["task"], nc=info["nc"], ch=spec.get("channels", 3))
         model.load_state_dict({f"layers.{k.removeprefix('model.')}": v for k, v in load_weights(path).items()})
         model.pretrained_info = {**info, "classes": info["names"]}
         return model

@@ -182,8 +182,10 @@ def own_yolo(target: FolderTarget = FolderTarget(), recipe: Recipe = OWN_YOLO_RE
     """Fine-tune a ``len(target.classes)``-class detector on a YOLO folder, from a checkpoint and from scratch.
 
     The scenes are written as a YOLO folder (``folder``, default a new temporary folder) and
-    loaded back (or ``data_yaml``, a folder :meth:`FolderTarget.write` wrote, is loaded). ``pretrained`` is ``build_model("n", "detect", nc)`` with the checkpoint's weights
-    (:func:`workbench.transfer`, class rows copied by name); ``scratch`` the same model fresh. Both
+    loaded back (or ``data_yaml``, a folder :meth:`FolderTarget.write` wrote, is loaded).
+    ``pretrained`` is the workbench detector of the checkpoint's scale (``build_model(scale,
+    "detect", nc)``) with the checkpoint's weights (:func:`workbench.transfer`, class rows copied
+    by name); ``scratch`` the same model fresh. Both
     train with ``recipe`` on the same data and ``seed`` (:func:`workbench.runs.run_all`) and are
     scored by mAP@0.5 on the folder's ``val`` split; the pretrained one is exported under
     Ultralytics' names to ``<folder>/finetuned.safetensors``.
