@@ -378,11 +378,8 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
 
     ``pretrained_info`` has the recipe, the class names (``"classes"``), the seed, the source
     validation accuracy (``source_val_mAP50`` for the detector ``"shapes_detect_n"``, whose head is
-    the light ``reg_max=1`` one, recorded as ``"reg_max"``) and the torch version that produced the
-    file (``python -m workbench.pretrain --name NAME``). ``"shapes_yolov8n"`` is an Ultralytics
-    ``.pt`` (read as inert data): its ``pretrained_info`` is :func:`read_metadata`'s (``names``,
-    ``train_args``, ``version``, ...) plus ``"classes"``, and the model the workbench's ``n``
-    detector with Ultralytics' head.
+    the light ``reg_max=1`` one, recorded as ``"reg_max"``) and the torch version (``python -m
+    workbench.pretrain``); ``"shapes_yolov8n"``, an Ultralytics ``.pt``, has :func:`read_metadata`'s.
 
     Example:
         >>> model = pretrained("shapes_n")
@@ -391,14 +388,12 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     """
     path = pretrained_path(name)
     info = read_metadata(path)
-    if "model_class" in info:  # an Ultralytics file: layers named model.{i}, Ultralytics' head
-        spec = info["yaml"]
-        model = build_model(spec.get("scale", "n"), info["task"], nc=info["nc"], ch=spec.get("channels", 3))
-        model.load_state_dict({f"layers.{k.removeprefix('model.')}": v for k, v in load_weights(path).items()})
-        model.pretrained_info = {**info, "classes": info["names"]}
-        return model
+    if "model_class" in info:  # an Ultralytics file: layers named model.{i}, Ultralytics' head (reg_max=16)
+        info = {**info, "classes": info["names"], "scale": info["yaml"].get("scale", "n"), "reg_max": 16,
+                "ch": info["yaml"].get("channels", 3)}
     head = {"reg_max": info.get("reg_max", 1)} if info["task"] == "detect" else {}  # files before DFL: light head
     model = build_model(info["scale"], info["task"], nc=len(info["classes"]), ch=info.get("ch", 3), **head)
-    model.load_state_dict(load_weights(path))
+    model.load_state_dict({f"layers.{k.removeprefix('model.')}": v for k, v in load_weights(path).items()}
+                          if "model_class" in info else load_weights(path))
     model.pretrained_info = info
     return model
