@@ -184,3 +184,44 @@ def test_the_yolo_recipe_is_written_by_its_tool_not_by_the_command_line(capsys):
     assert "tools/make_yolo_checkpoint.py" in capsys.readouterr().err
     with pytest.raises(ValueError, match="reg_max=16"):
         pretrain.ultralytics_args("shapes_detect_n")
+
+
+def test_ultralytics_own_loader_reads_the_shipped_file(tasks):
+    """Ultralytics' ``load_checkpoint`` (our own file: its loader may unpickle it) and its opt-in allow-list load."""
+    path = str(pretrained_path("shapes_yolov8n"))
+    model, ckpt = tasks.load_checkpoint(path)
+    assert isinstance(model, tasks.DetectionModel) and model.names == dict(enumerate(wb.data.SOURCE_CLASSES))
+    assert ckpt["train_args"]["epochs"] == pretrain.YOLO_RECIPE["epochs"] and ckpt["epoch"] == -1
+    safe, _ = tasks.torch_safe_load(path, safe_only=True)  # weights_only=True with Ultralytics' own allow-list
+    assert isinstance(safe["model"], tasks.DetectionModel)
+
+
+def test_the_file_reads_the_same_after_ultralytics_allows_its_classes(tasks):
+    """Ultralytics' opt-in safe load registers its classes with torch's weights_only for the whole process; the
+    workbench still reads the file as inert data (never as objects torch built)."""
+    path = pretrained_path("shapes_yolov8n")
+    tasks.torch_safe_load(str(path), safe_only=True)
+    meta = read_metadata(path)
+    assert meta["names"] == list(wb.data.SOURCE_CLASSES)
+    assert meta["model_class"] == "ultralytics.nn.tasks.DetectionModel"
+    assert len(wb.load_weights(path)) == 355 and wb.inspect_checkpoint(path).tensors == 355
+
+
+def test_the_tool_writes_an_ultralytics_file_that_rebuilds_the_detector(tasks, tmp_path, capsys):
+    """tools/make_yolo_checkpoint.py on a few scenes: Ultralytics' trainer dict, strip_optimizer, its own check."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "make_yolo_checkpoint", Path(__file__).resolve().parents[1] / "tools" / "make_yolo_checkpoint.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tool.main(["--out", str(tmp_path / "tiny.pt"), "--epochs", "1", "--n-scenes", "8", "--val-scenes", "4",
+                     "--quiet"])
+    meta = read_metadata(out)
+    args = meta["train_args"]
+    assert args["epochs"] == 1 and args["data"].startswith("workbench.scenes.shape_scenes(8 ")
+    assert meta["names"] == list(wb.data.SOURCE_CLASSES) and meta["epoch"] == -1 and meta["weights_from"] == "model"
+    assert len(wb.load_weights(out)) == 355 and "wrote" in capsys.readouterr().out
+    model, _ = tasks.load_checkpoint(str(out))
+    assert model.names == dict(enumerate(wb.data.SOURCE_CLASSES))

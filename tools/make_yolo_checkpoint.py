@@ -11,6 +11,9 @@ fill it), and the file is written as Ultralytics 8.4 writes one: the dict of
 Run with Ultralytics importable (see README: ``build/ultralytics``)::
 
     PYTHONPATH=.:build/ultralytics OMP_NUM_THREADS=1 python tools/make_yolo_checkpoint.py [--out PATH]
+
+``tests/test_pretrained.py`` runs it on a few scenes and loads the result with Ultralytics' own
+loader.
 """
 from __future__ import annotations
 
@@ -98,12 +101,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "workbench" / "weights" / f"{NAME}.pt")
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--n-scenes", type=int, default=None, help="training scenes (default: the recipe's)")
+    parser.add_argument("--val-scenes", type=int, default=None, help="held-out scenes (default: the recipe's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     _, get_cfg, _, torch_utils = _ultralytics()
     from workbench import pretrain
 
-    overrides = {"epochs": args.epochs} if args.epochs else None
-    model, info = pretrain.pretrain(overrides, name=NAME)
+    given = {"epochs": args.epochs, "n_scenes": args.n_scenes, "val_scenes": args.val_scenes}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    model, info = pretrain.pretrain(overrides, name=NAME, progress=not args.quiet)
     classes = info["classes"]
     train_args = get_cfg(overrides=pretrain.ultralytics_args(NAME, overrides))
     yolo = as_ultralytics_model(model, classes, train_args)

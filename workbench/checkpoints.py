@@ -154,11 +154,8 @@ def _natural(key: str) -> list:
 
 def _in_saved_order(tensors: dict, metadata: dict | None) -> dict:
     """Entries in the order they were saved (files from other tools: natural order, ``layers.2`` before ``.10``)."""
-    try:
-        order = json.loads((metadata or {})[_ORDER_KEY])
-    except (KeyError, ValueError):
-        order = []
-    if sorted(order) != sorted(tensors):
+    order = _json_or_text((metadata or {}).get(_ORDER_KEY, "[]"))
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(tensors):
         order = sorted(tensors, key=_natural)
     return {k: tensors[k] for k in order}
 
@@ -188,16 +185,15 @@ def _sniff(path: Path) -> str:
                           f"it starts with {head!r}; the file may be empty, truncated or of another kind")
 
 
+def _json_or_text(value):
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value  # written by another tool: keep the raw string
+
+
 def _decode(metadata: dict | None) -> dict:
-    out = {}
-    for key, value in (metadata or {}).items():
-        if key == _ORDER_KEY:
-            continue
-        try:
-            out[key] = json.loads(value)
-        except (TypeError, ValueError):
-            out[key] = value  # written by another tool: keep the raw string
-    return out
+    return {key: _json_or_text(value) for key, value in (metadata or {}).items() if key != _ORDER_KEY}
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -247,11 +243,14 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def _torch_load(path: Path):
     """``torch.load(weights_only=True)``, else the inert reader; a refusal in our words, never torch's advice."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        return _read_inert(path)
+        obj = None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(_corrupt_message(path, err)) from None
+    held = obj.values() if isinstance(obj, dict) else (obj,)  # a model weights_only built: its classes were allowed
+    whole_model = any(isinstance(value, nn.Module) for value in held)  # (add_safe_globals, Ultralytics' safe load)
+    return _read_inert(path) if obj is None or whole_model else obj
 
 
 def _corrupt_message(path: Path, err: Exception) -> str:
