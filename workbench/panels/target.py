@@ -21,6 +21,7 @@ from ..experiments.pretraining import (
     checked_build,
 )
 from ..experiments.recipe import Recipe, Target
+from ..i18n import _
 from ..table import Table
 from .base import STYLE, Panel
 from .compare import ComparePanel
@@ -81,11 +82,12 @@ class TargetPanel(Panel):
                  n_per_class: int | None = None, gap: float | None = None, seed: int = 0, hide: Iterable[str] = ()):
         knobs = {"domain": domain, "n_per_class": n_per_class, "gap": gap}
         self.target = target = target.replace(**{k: v for k, v in knobs.items() if v is not None})
-        self.domain = widgets.ToggleButtons(options=DOMAINS, value=target.domain, description="target domain",
+        self.domain = widgets.ToggleButtons(options=DOMAINS, value=target.domain, description=_("target domain"),
                                             style=STYLE)
-        self.n_per_class = widgets.IntSlider(value=target.n_per_class, min=2, max=149, description="images per class",
+        self.n_per_class = widgets.IntSlider(value=target.n_per_class, min=2, max=149,
+                                             description=_("images per class"),
                                              style=STYLE, continuous_update=False)
-        self.gap = widgets.FloatSlider(value=target.gap, min=0.0, max=1.0, step=0.1, description="domain gap",
+        self.gap = widgets.FloatSlider(value=target.gap, min=0.0, max=1.0, step=0.1, description=_("domain gap"),
                                        style=STYLE, continuous_update=False)
         self.about = widgets.HTML()
         train, val = self._data(seed)
@@ -109,6 +111,6 @@ class TargetPanel(Panel):
 
     def _describe(self) -> None:
         train = self.compare.train
-        self.about.value = (f"target: {len(train)} training images of {train.nc} classes "
-                            f"({', '.join(train.classes)}); {len(self.compare.val)} validation images; "
-                            "press Run")
+        self.about.value = _("target: {n} training images of {nc} classes ({classes}); {n_val} validation "
+                             "images; press Run").format(n=len(train), nc=train.nc, classes=", ".join(train.classes),
+                                                         n_val=len(self.compare.val))

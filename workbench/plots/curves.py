@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from ..i18n import N_, _
 from ..schedules import Preview
 from ..training import History
 from .grid import on, side_by_side, stacked
@@ -36,16 +37,16 @@ def epoch_end_steps(history: History) -> list[int]:
     return [k + 1 for k, epoch in enumerate(epochs) if k + 1 == len(epochs) or epochs[k + 1] != epoch]
 
 
-def loss_curve(history: History, title: str = "Training loss") -> go.Figure:
+def loss_curve(history: History, title: str | None = None) -> go.Figure:
     """Per-step training loss, with the validation accuracy per epoch on a second axis when recorded."""
     steps = list(range(1, history.step + 1))
-    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines", name="train loss"))
+    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines", name=_("train loss")))
     accuracy = history.val.get("accuracy", [])
     if accuracy:
         ends = epoch_end_steps(history)[: len(accuracy)]
-        fig.add_trace(go.Scatter(x=ends, y=accuracy, mode="lines+markers", name="val accuracy", yaxis="y2"))
-        fig.update_layout(yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1.05], dtick=0.2))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=320,
+        fig.add_trace(go.Scatter(x=ends, y=accuracy, mode="lines+markers", name=_("val accuracy"), yaxis="y2"))
+        fig.update_layout(yaxis2=dict(title=_("val accuracy"), overlaying="y", side="right", range=[0, 1.05], dtick=0.2))
+    fig.update_layout(title=title or _("Training loss"), xaxis_title=_("step"), yaxis_title=_("loss"), height=320,
                       margin=dict(l=50, r=50, t=40, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -78,7 +79,7 @@ def coinciding_curves(curves: Mapping[str, np.ndarray]) -> list[list[str]]:
 
 
 PREVIEW_EXTRA_WIDTH, PREVIEW_OPACITY = 6.0, 0.3  # the preview: a wide pale band beneath the recorded line
-LR_AXIS_TITLE = "learning rate (log; 0 not shown)"  # a log axis has no place for the warmup's rate 0
+LR_AXIS_TITLE = N_("learning rate (log; 0 not shown)")  # a log axis has no place for the warmup's rate 0
 
 
 def _source(preview: Preview | None, history: History | None, key: str) -> dict[str, np.ndarray]:
@@ -117,13 +118,13 @@ def _momentum_traces(preview: Preview | None, history: History | None, index: di
     """One momentum line per set of groups that share it (usually one for all), per source."""
     traces = []
     for group in coinciding_curves(_source(preview, history, "momentum")):
-        who = "every group" if len(group) == len(index) else ", ".join(group)
+        who = _("every group") if len(group) == len(index) else ", ".join(group)
         for kind, source in (("preview", preview), ("recorded", history)):
             present = [g for g in group if source is not None and g in source.momentum]
             if not present:
                 continue
             y = source.momentum[present[0]]
-            trace = _line(np.arange(len(y)), y, f"momentum, {who}", index[group[0]], 2, showlegend=False,
+            trace = _line(np.arange(len(y)), y, _("momentum, {groups}").format(groups=who), index[group[0]], 2, showlegend=False,
                           meta=dict(groups=present, kind=kind, value="momentum"),
                           hovertemplate=f"momentum of {who}, {kind}<br>iteration %{{x}}: %{{y:.4f}}<extra></extra>")
             if len(group) == len(index) > 1:
@@ -135,7 +136,7 @@ def _momentum_traces(preview: Preview | None, history: History | None, index: di
 
 
 def lr_curves(preview: Preview | None = None, history: History | None = None, *, at: int | None = None,
-              title: str = "Learning rate and momentum per parameter group") -> go.Figure:
+              title: str | None = None) -> go.Figure:
     """Every group's LR (top) and momentum (bottom) per iteration: the preview a wide pale band, the record a line.
 
     Groups whose curves coincide are drawn as one line in one colour, named by all of them
@@ -165,21 +166,22 @@ def lr_curves(preview: Preview | None = None, history: History | None = None, *,
     index = {name: k for k, name in enumerate(_group_names(preview, history))}
     traces = _lr_traces(preview, history, index) + _momentum_traces(preview, history, index)
     layout = stacked([0.65, 0.35], gap=0.08)
-    layout["yaxis"].update(title=LR_AXIS_TITLE, type="log", dtick=1, exponentformat="power")  # one label a decade
-    layout["yaxis2"]["title"] = "momentum"
-    layout["xaxis2"]["title"] = "iteration"
+    layout["yaxis"].update(title=_(LR_AXIS_TITLE), type="log", dtick=1, exponentformat="power")  # one label a decade
+    layout["yaxis2"]["title"] = _("momentum")
+    layout["xaxis2"]["title"] = _("iteration")
     shapes, notes = [], []
     if preview is not None and preview.warmup:
         shapes.append(dict(type="rect", xref="x", yref="paper", x0=0, x1=preview.warmup, y0=0, y1=1,
                            fillcolor="#888", opacity=0.12, line_width=0, layer="below"))
-        notes.append(dict(text=f"warmup ({preview.warmup} it)", x=0, xref="x", y=1, yref="paper", xanchor="left",
+        notes.append(dict(text=_("warmup ({n} it)").format(n=preview.warmup), x=0, xref="x", y=1, yref="paper", xanchor="left",
                           yanchor="bottom", showarrow=False))
     if preview is not None and history is not None:
-        notes.append(dict(text="wide pale band: preview · thin line: recorded", x=1, xref="paper", y=1,
+        notes.append(dict(text=_("wide pale band: preview · thin line: recorded"), x=1, xref="paper", y=1,
                           yref="paper", xanchor="right", yanchor="bottom", showarrow=False))
     if at is not None:
         shapes.append(dict(type="line", xref="x", yref="paper", x0=at, x1=at, y0=0, y1=1,
                            line=dict(color="black", width=1.5)))
+    title = title or _("Learning rate and momentum per parameter group")
     layout.update(title=title, height=460, margin=MARGIN, legend=dict(orientation="h", y=-0.18), shapes=shapes,
                   annotations=notes)
     return go.Figure(traces, layout)
@@ -217,8 +219,7 @@ def _overlaps(curves: Mapping[str, list[float]], unit: str) -> dict[str, str]:
     return notes
 
 
-def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "Runs on the same seed and data"
-                 ) -> go.Figure:
+def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str | None = None) -> go.Figure:
     """Training loss per step (left) and validation accuracy per epoch (right) of several runs, overlaid.
 
     Runs that share points (a staged run is its frozen twin until it unfreezes) stay visible: when
@@ -250,12 +251,13 @@ def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "
         for trace in (loss, accuracy):
             trace["line"]["width"] = 1.5 + 2.0 * extra
         traces += [loss, accuracy]
-    loss_title = "training loss" + (f" (mean of {smooth} steps)" if smooth > 1 else "")
-    layout = side_by_side(2, titles=(loss_title, "validation accuracy"))
-    layout["xaxis"]["title"], layout["yaxis"]["title"] = "step", "loss"
-    layout["xaxis2"].update(title="epoch", dtick=1)
+    loss_title = _("training loss") + (_(" (mean of {n} steps)").format(n=smooth) if smooth > 1 else "")
+    layout = side_by_side(2, titles=(loss_title, _("validation accuracy")))
+    layout["xaxis"]["title"], layout["yaxis"]["title"] = _("step"), _("loss")
+    layout["xaxis2"].update(title=_("epoch"), dtick=1)
     layout["yaxis2"]["range"] = [0, 1.02]
-    layout.update(title=title, height=360, margin=MARGIN, legend=dict(orientation="h", y=-0.2))
+    layout.update(title=title or _("Runs on the same seed and data"), height=360, margin=MARGIN,
+                  legend=dict(orientation="h", y=-0.2))
     return go.Figure(traces, layout)
 
 
@@ -271,18 +273,19 @@ def training_dashboard(history: History, *, max_columns: int = 300, title: str |
         ['scatter', 'scatter', 'heatmap']
     """
     traces = [dict(type="scatter", mode="lines", x=np.arange(1, history.step + 1), y=np.asarray(history.loss),
-                   name="loss", line=dict(color="#333"))]
+                   name=_("loss"), line=dict(color="#333"))]
     for k, (name, values) in enumerate(history.lr.items()):
         traces.append(_line(np.arange(1, len(values) + 1), values, f"lr {name}", k, 2))
     x, z, names = grad_matrix(history, max_columns)
-    traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm",
+    traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name=_("log10 grad norm"),
                        colorbar=dict(title="log10 |g|", len=0.45, y=0.22),
                        hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>", **on(3)))
     layout = stacked([0.3, 0.25, 0.45], gap=0.06)
-    layout["yaxis"]["title"] = "loss"
+    layout["yaxis"]["title"] = _("loss")
     layout["yaxis2"].update(title="lr", rangemode="tozero", exponentformat="e")
-    layout["yaxis3"].update(title="layer", autorange="reversed")
-    layout["xaxis3"]["title"] = "step"
-    status = f"{history.status}: step {history.step}, epoch {history.epochs_done}"
+    layout["yaxis3"].update(title=_("layer"), autorange="reversed")
+    layout["xaxis3"]["title"] = _("step")
+    status = _("{status}: step {step}, epoch {epoch}").format(status=history.status, step=history.step,
+                                                              epoch=history.epochs_done)
     layout.update(title=title or status, height=620, margin=MARGIN, legend=dict(orientation="h", y=-0.08))
     return go.Figure(traces, layout)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..i18n import _
 from .curves import colour
 from .health import log_dtick
 
@@ -45,10 +46,11 @@ def signal_figure(rows: Sequence, *, title: str | None = None) -> go.Figure:
     low = floor if zeros or not positive else min(positive)
     high = max(positive + [1.0])  # 1 is always on the axis (the dotted line)
     bn = {r.batchnorm for r in rows}
-    setting = "with BatchNorm" if bn == {True} else "without BatchNorm" if bn == {False} else ""
-    layout = dict(title=title or f"Std of each layer's output on one batch {setting}".strip(), height=380,
-                  margin=dict(l=60, r=30, t=50, b=40), xaxis=dict(title="layer index", dtick=1),
-                  yaxis=dict(title="std of the output" + (f" (std 0 drawn at {floor:.0e})" if zeros else ""),
+    setting = _("with BatchNorm") if bn == {True} else _("without BatchNorm") if bn == {False} else ""
+    layout = dict(title=title or _("Std of each layer's output on one batch {setting}").format(setting=setting).strip(),
+                  height=380, margin=dict(l=60, r=30, t=50, b=40), xaxis=dict(title=_("layer index"), dtick=1),
+                  yaxis=dict(title=_("std of the output") + (_(" (std 0 drawn at {floor:.0e})").format(floor=floor)
+                                                             if zeros else ""),
                              type="log", exponentformat="e", dtick=log_dtick((math.log10(low), math.log10(high)))),
                   shapes=[dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=1, y1=1,
                                line=dict(color="grey", dash="dot"))])
