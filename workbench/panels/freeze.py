@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..freezing import BN_POLICIES, set_freeze_depth
-from ..i18n import _, ngettext
+from ..i18n import _, gloss, ngettext
 from ..layers import numbered_layers
 from ..modes import eval_mode
 from ..plots import freeze_map
@@ -41,7 +41,8 @@ def depth_summary(model: nn.Module, depth: int) -> str:
     rest = len(layers) - depth
     trainable = ngettext("{n} layer trainable ({params:,} parameters)", "{n} layers trainable ({params:,} parameters)",
                          rest).format(n=rest, params=total - frozen)
-    return _("depth={depth}: {span}, {trainable}").format(depth=depth, span=span, trainable=trainable)
+    yolo = gloss(" (the layers YOLOv5's --freeze {depth} freezes)").format(depth=depth) if depth else ""
+    return _("depth={depth}: {span}, {trainable}").format(depth=depth, span=span, trainable=trainable) + yolo
 
 
 def depth_table_html(model: nn.Module, depth: int) -> str:
