@@ -15,6 +15,7 @@ Example:
 from . import data
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
 from .freezing import bn_drift, freeze, unfreeze
+from .i18n import set_language
 from .layers import numbered_layers
 from .metrics import evaluate
 from .models import build_model, layer_table
@@ -40,6 +41,7 @@ __all__ = [
     "param_groups",
     "pretrained",
     "save_weights",
+    "set_language",
     "suggest_layer_map",
     "transfer",
     "unfreeze",
