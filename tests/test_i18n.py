@@ -12,7 +12,7 @@ from babel.messages.pofile import read_po
 import workbench as wb
 from workbench import i18n
 from workbench.panels import FreezeDepthPreview, FreezePanel, WarmupPanel
-from workbench.plots import freeze_map, loss_curve, lr_curves, signal_plot
+from workbench.plots import loss_curve, lr_curves, signal_plot
 from workbench.stability import SignalRow
 
 PACKAGE = Path(i18n.__file__).parent
@@ -128,7 +128,8 @@ def test_a_panel_built_after_switching_speaks_chinese(zh):
 def test_figures_built_after_switching_have_chinese_titles_and_axes(zh):
     history = wb.History(loss=[2.0, 1.0], epoch=[0, 0], val={"accuracy": [0.5]}, epochs_done=1)
     fig = loss_curve(history)
-    assert (fig.layout.title.text, fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("训练损失", "步", "损失")
+    titles = fig.layout.title.text, fig.layout.xaxis.title.text, fig.layout.yaxis.title.text
+    assert titles == ("训练损失", "步", "损失")
     assert [t.name for t in fig.data] == ["训练损失", "验证准确率"]
     preview = wb.YoloSchedule("ultralytics").preview(wb.param_groups(wb.build_model(), 0.01), nb=10, epochs=3)
     lr = lr_curves(preview)
@@ -171,7 +172,8 @@ def test_english_text_is_unchanged():
     assert (fig.layout.title.text, fig.layout.xaxis.title.text, [t.name for t in fig.data]) == (
         "Training loss", "step", ["train loss", "val accuracy"])
     report = wb.transfer(wb.build_model(nc=10), wb.build_model(nc=3), dry_run=True)
-    assert str(report).splitlines()[:3] == ["Transferred 156/158 items from pretrained weights  (dry run: nothing loaded)",
+    assert str(report).splitlines()[:3] == ["Transferred 156/158 items from pretrained weights  "
+                                            "(dry run: nothing loaded)",
                                             "Parameter coverage: 99.7% of 1,442,131 values",
                                             "Items: 80 parameters + 78 buffers (26 num_batches_tracked)"]
     assert wb.freeze(wb.build_model(nc=3), depth=3).summary() == (

@@ -124,7 +124,8 @@ class History:
         val = _(", ").join(_("val {metric} {value:.4f}").format(metric=k, value=v[-1]) for k, v in self.val.items()
                            if v)
         return _("History({status}: {steps} steps, {epochs}{last}{val})").format(
-            status=self.status, steps=self.step, epochs=self._epochs_text(), last=last, val=_(", ") + val if val else "")
+            status=self.status, steps=self.step, epochs=self._epochs_text(), last=last,
+            val=_(", ") + val if val else "")
 
     def _epochs_text(self) -> str:
         """``"6 epochs"`` for a finished run; a stopped one names the epoch it stopped in and how many it completed."""

@@ -256,7 +256,8 @@ class Studio(Panel, Worker):
         if history.status == "new":
             return html.escape(_("{source} · depth {depth}: press Start").format(source=self.source_text,
                                                                                   depth=self.depth.value))
-        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1]) for k, v in history.val.items() if v)
+        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1])
+                        for k, v in history.val.items() if v)
         loss = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
         last = f" · {history.events[-1][1]}" if history.events else ""
         return html.escape(_("{status}: step {step}, epoch {epoch}").format(

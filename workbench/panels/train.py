@@ -97,7 +97,8 @@ class TrainPanel(Panel, Worker):
         history = self.history or History()
         refresh_figure(self.figure, training_dashboard(history))
         self.redraws += 1
-        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1]) for k, v in history.val.items() if v)
+        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1])
+                        for k, v in history.val.items() if v)
         last = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
         events = f" · {html.escape(history.events[-1][1])}" if history.events and history.status in (
             "interrupted", "non_finite") else ""

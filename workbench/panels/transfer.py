@@ -90,7 +90,8 @@ class TransferPanel(Panel):
         self.layer_map = widgets.Text(value=layer_map if isinstance(layer_map, str) else format_layer_map(layer_map),
                                       description=_("layer map (source:target)"), placeholder=_("e.g. 9:10, 8:9"),
                                       style=STYLE, continuous_update=False)
-        self.suggest = widgets.Button(description=_("suggest a layer map"), tooltip=_("align the layers by their shapes"),
+        self.suggest = widgets.Button(description=_("suggest a layer map"),
+                                      tooltip=_("align the layers by their shapes"),
                                       layout=widgets.Layout(width="auto"))
         self.counts = widgets.Label()
         self.message = widgets.HTML()

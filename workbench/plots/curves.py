@@ -45,7 +45,8 @@ def loss_curve(history: History, title: str | None = None) -> go.Figure:
     if accuracy:
         ends = epoch_end_steps(history)[: len(accuracy)]
         fig.add_trace(go.Scatter(x=ends, y=accuracy, mode="lines+markers", name=_("val accuracy"), yaxis="y2"))
-        fig.update_layout(yaxis2=dict(title=_("val accuracy"), overlaying="y", side="right", range=[0, 1.05], dtick=0.2))
+        fig.update_layout(yaxis2=dict(title=_("val accuracy"), overlaying="y", side="right", range=[0, 1.05],
+                                      dtick=0.2))
     fig.update_layout(title=title or _("Training loss"), xaxis_title=_("step"), yaxis_title=_("loss"), height=320,
                       margin=dict(l=50, r=50, t=40, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
@@ -124,7 +125,8 @@ def _momentum_traces(preview: Preview | None, history: History | None, index: di
             if not present:
                 continue
             y = source.momentum[present[0]]
-            trace = _line(np.arange(len(y)), y, _("momentum, {groups}").format(groups=who), index[group[0]], 2, showlegend=False,
+            trace = _line(np.arange(len(y)), y, _("momentum, {groups}").format(groups=who), index[group[0]], 2,
+                          showlegend=False,
                           meta=dict(groups=present, kind=kind, value="momentum"),
                           hovertemplate=f"momentum of {who}, {kind}<br>iteration %{{x}}: %{{y:.4f}}<extra></extra>")
             if len(group) == len(index) > 1:
@@ -173,7 +175,8 @@ def lr_curves(preview: Preview | None = None, history: History | None = None, *,
     if preview is not None and preview.warmup:
         shapes.append(dict(type="rect", xref="x", yref="paper", x0=0, x1=preview.warmup, y0=0, y1=1,
                            fillcolor="#888", opacity=0.12, line_width=0, layer="below"))
-        notes.append(dict(text=_("warmup ({n} it)").format(n=preview.warmup), x=0, xref="x", y=1, yref="paper", xanchor="left",
+        notes.append(dict(text=_("warmup ({n} it)").format(n=preview.warmup), x=0, xref="x", y=1, yref="paper",
+                          xanchor="left",
                           yanchor="bottom", showarrow=False))
     if preview is not None and history is not None:
         notes.append(dict(text=_("wide pale band: preview · thin line: recorded"), x=1, xref="paper", y=1,

@@ -129,9 +129,11 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
     if clip:
         shapes.append(dict(type="line", xref="paper", yref="y2", x0=0, x1=1, y0=clip, y1=clip,
                            line=dict(color="#d62728", dash="dash")))
-        notes.append(dict(text=_("clip {clip:g}").format(clip=clip), xref="paper", yref="y2", x=1, y=math.log10(clip), xanchor="right",
+        notes.append(dict(text=_("clip {clip:g}").format(clip=clip), xref="paper", yref="y2", x=1, y=math.log10(clip),
+                          xanchor="right",
                           yanchor="bottom", showarrow=False, font=dict(color="#d62728")))
-    layout.update(title=title or _("Gradient norms per layer"), height=520, margin=MARGIN, legend=dict(orientation="h", y=-0.15), shapes=shapes,
+    layout.update(title=title or _("Gradient norms per layer"), height=520, margin=MARGIN,
+                  legend=dict(orientation="h", y=-0.15), shapes=shapes,
                   annotations=notes)
     return go.Figure(traces, layout)
 
@@ -159,7 +161,8 @@ def loss_plot(history: History, *, title: str | None = None) -> go.Figure:
                                                                                     where=bad.layer or bad.kind),
                                       font=dict(color="#d62728")), annotation_position="top left")
     fig.update_layout(title=title or _("Training loss (log axis)"), height=320, margin=MARGIN, xaxis_title=_("step"),
-                      showlegend=False, yaxis=dict(title=_("loss"), type="log", dtick=log_dtick(_log_span(history.loss)),
+                      showlegend=False, yaxis=dict(title=_("loss"), type="log",
+                                                   dtick=log_dtick(_log_span(history.loss)),
                                  exponentformat="power"))
     return fig
 
@@ -217,7 +220,8 @@ def bn_drift_bars(drift: BNDrift | Mapping[str, BNDrift], *,
         traces.append(dict(y=[r.var_change for r in rows], showlegend=False, **style, **on(2)))
     layout = stacked([1, 1], gap=0.1)
     layout["yaxis"]["title"], layout["yaxis2"]["title"] = _("mean shift (std0)"), _("variance change")
-    layout.update(title=title or _("BatchNorm running statistics: how far they moved"), barmode="group", height=460, margin=MARGIN, showlegend=len(runs) > 1)
+    layout.update(title=title or _("BatchNorm running statistics: how far they moved"), barmode="group", height=460,
+                  margin=MARGIN, showlegend=len(runs) > 1)
     return go.Figure(traces, layout)
 
 

@@ -73,7 +73,8 @@ def sweep_bars(results: Sequence, starts: Sequence[str] = ("pretrained", "scratc
     for start in starts:
         colour = COLOURS.get(start, "#7f7f7f")
         runs = [getattr(r, start) for r in results]
-        fig.add_bar(x=x, y=[run.accuracy for run in runs], name=_("{start}, as trained").format(start=start), marker_color=colour)
+        fig.add_bar(x=x, y=[run.accuracy for run in runs], name=_("{start}, as trained").format(start=start),
+                    marker_color=colour)
         fig.add_bar(x=x, y=[run.accuracy_bn for run in runs], name=_("{start}, BN re-estimated").format(start=start),
                     marker=dict(color="white", line=dict(color=colour, width=2),
                                 pattern=dict(shape="/", fgcolor=colour)))

@@ -244,7 +244,8 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
         style = dict(legendgroup=f"lr {name}", xaxis="x7", yaxis="y7", mode="lines")
         if preview is not None and name in preview.lr:
             y = np.asarray(preview.lr[name], dtype=float)
-            traces.append(dict(type="scatter", x=_steps(len(y)), y=y, name=_("lr {group}{same} preview").format(group=name, same=note[name]),
+            traces.append(dict(type="scatter", x=_steps(len(y)), y=y,
+                               name=_("lr {group}{same} preview").format(group=name, same=note[name]),
                                line=dict(color=colour(k), dash="dash", width=width[name]), opacity=0.6, **style))
         if name in history.lr:
             y = np.asarray(history.lr[name], dtype=float)
@@ -262,7 +263,8 @@ def loss_traces(history: History) -> list[dict]:
         values = history.val[key]
         ends = epoch_end_steps(history)[: len(values)]
         traces.append(dict(type="scatter", mode="lines+markers", x=np.asarray(ends), y=np.asarray(values, dtype=float),
-                           name=_("val {metric}").format(metric=key), line=dict(color="#2ca02c"), xaxis="x8", yaxis="y9"))
+                           name=_("val {metric}").format(metric=key), line=dict(color="#2ca02c"), xaxis="x8",
+                           yaxis="y9"))
     return traces
 
 
@@ -328,7 +330,8 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
     if clip:
         shapes.append(dict(type="line", xref="x5 domain", yref="y5", x0=0, x1=1, y0=clip, y1=clip,
                            line=dict(color="#d62728", dash="dash")))
-        notes.append(dict(text=_("clip {clip:g}").format(clip=clip), xref="x5 domain", yref="y5", x=1, y=math.log10(clip),
+        notes.append(dict(text=_("clip {clip:g}").format(clip=clip), xref="x5 domain", yref="y5", x=1,
+                          y=math.log10(clip),
                           xanchor="right", yanchor="bottom", showarrow=False, font=dict(color="#d62728")))
     layout.update(shapes=shapes, annotations=notes)
     return layout
