@@ -2,6 +2,7 @@
 changes what panels, figures and summaries say, while English stays exactly as it was."""
 import ast
 import gettext
+import importlib.util
 import string
 import warnings
 from pathlib import Path
@@ -182,6 +183,7 @@ def test_english_text_is_unchanged():
 
 
 def test_a_matplotlib_figure_renders_chinese_without_missing_glyphs(zh):
+    assert importlib.util.find_spec("noto_cjk_sans_otc"), "install the dependencies: pip install -e '.[dev]'"
     rows = [SignalRow(scheme, bn, i, f"layers.{i}", "Conv", 0.0, 1.0 + i) for scheme in ("kaiming", "zero")
             for bn in (True, False) for i in range(3)]
     fig = signal_plot(rows)
