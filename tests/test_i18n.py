@@ -15,6 +15,7 @@ from workbench import i18n
 from workbench.panels import FreezeDepthPreview, FreezePanel, WarmupPanel
 from workbench.plots import loss_curve, lr_curves, signal_plot
 from workbench.stability import SignalRow
+from workbench.table import width
 
 PACKAGE = Path(i18n.__file__).parent
 PO = PACKAGE / "locale" / "zh" / "LC_MESSAGES" / "workbench.po"
@@ -146,10 +147,18 @@ def test_printed_summaries_translate_and_keep_ultralytics_lines(zh):
     assert "Ultralytics 日志的原文" in lines[1]
     assert report.headline == "Transferred 156/158 items from pretrained weights"
     summary = wb.freeze(wb.build_model(nc=3), depth=3).summary()
-    assert summary.startswith("freeze depth=3, bn='eval'：在 3 层中冻结了 18 个张量")
+    assert summary.startswith("freeze depth=3, bn='eval'：在 3 层中冻结 18 个张量")
     assert "--freeze 3" in FreezeDepthPreview(wb.build_model(), depth=3).summary.value
     history = wb.History(loss=[1.0], epoch=[0], epochs_done=1, status="completed")
     assert repr(history) == "History(completed：1 步，1 轮，最后损失 1.0000)"
+
+
+def test_report_tables_take_translated_headings_and_stay_aligned(zh):
+    lines = str(wb.freeze(wb.build_model(nc=3), depth=3).as_table()).splitlines()
+    assert lines[1].split() == ["编号", "名称", "阶段", "类型", "改动", "改动的参数量", "已冻结", "参数量", "bn"]
+    assert {width(line) for line in lines[1:]} == {width(lines[1])}  # CJK headings take two columns a character
+    html = wb.transfer(wb.build_model(nc=10), wb.build_model(nc=3), dry_run=True)._repr_html_()
+    assert "<th>覆盖率</th>" in html and "<th>transferred</th>" in html  # statuses are the ledger's own names
 
 
 def test_english_text_is_unchanged():

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from .i18n import _, ngettext
+from .i18n import N_, _, labels, ngettext
 from .layers import layer_index_of, numbered_layers
 from .table import Table, TableResult
 
@@ -84,12 +84,13 @@ class FreezeReport(TableResult):
         return ngettext(" (layer {names} has no parameters)", " (layers {names} have no parameters)",
                         len(self.empty)).format(names=names)
 
-    HEADER = ("index", "name", "stage", "type", "changed", "changed params", "frozen", "params", "bn")
+    HEADER = (N_("index"), N_("name"), N_("stage"), N_("type"), N_("changed"), N_("changed params"), N_("frozen"),
+              N_("params"), "bn")
 
     def as_table(self) -> Table:
         rows = [{"index": r.index, "name": r.name, "stage": r.stage, "type": r.type, "changed": r.tensors,
                  "changed params": r.params, "frozen": r.frozen, "params": r.total, "bn": r.bn} for r in self.rows]
-        return Table(self.HEADER, rows, title=self.summary())
+        return Table(self.HEADER, rows, title=self.summary(), labels=labels(self.HEADER))
 
 
 def build_report(model, action, selection, bn, changed, untouched, norms, chosen=()) -> FreezeReport:

@@ -65,6 +65,11 @@ def N_(message: str) -> str:
     return message
 
 
+def labels(names) -> dict[str, str]:
+    """``{name: translation}`` for names marked with :func:`N_` (a table's headings: ``Table(..., labels=)``)."""
+    return {name: _(name) for name in names}
+
+
 def ngettext(singular: str, plural: str, n: int) -> str:
     """The form for ``n`` in the current language (English: ``singular`` when ``n == 1``, else ``plural``)."""
     return _state["translations"].ngettext(singular, plural, n)

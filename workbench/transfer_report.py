@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import NamedTuple
 
-from .i18n import _, gloss
+from .i18n import N_, _, gloss, labels
 from .table import Table
 
 STATUSES = ("transferred", "partial", "adapted", "shape_mismatch", "missing_in_source", "unused")
@@ -166,19 +166,20 @@ class TransferReport:
 
     def layer_table(self) -> Table:
         """Per numbered layer: its entries by status and the share of its parameter values copied."""
-        header = ("layer", "name", "stage", "type", "items", "transferred", "partial", "adapted", "mismatch",
-                  "missing", "coverage")
+        header = (N_("layer"), N_("name"), N_("stage"), N_("type"), N_("items"), "transferred", "partial", "adapted",
+                  "mismatch", "missing", N_("coverage"))
         rows = [{"layer": s.index, "name": s.name, "stage": s.stage, "type": s.type, "items": s.items,
                  "transferred": s.transferred, "partial": s.partial, "adapted": s.adapted,
                  "mismatch": s.shape_mismatch, "missing": s.missing_in_source, "coverage": f"{100 * s.coverage:.1f}%"}
                 for s in self.by_layer()]
-        return Table(header, rows, indent=2, title=_("Per layer:"))
+        return Table(header, rows, indent=2, title=_("Per layer:"), labels=labels(header))
 
     def detail_table(self) -> Table:
         """Every entry that did not transfer whole, with its shapes (coloured by status in HTML)."""
         rows = [{"status": r.status, "entry": r.name, "shapes": _shapes(r), "note": r.note}
                 for r in self._detail_rows()]
-        return Table(("status", "entry", "shapes", "note"), rows, indent=2, title=_("Not transferred whole:"),
+        header = ("status", N_("entry"), N_("shapes"), N_("note"))
+        return Table(header, rows, indent=2, title=_("Not transferred whole:"), labels=labels(header),
                      row_style=lambda row: f"background:{STATUS_COLOURS[row['status']]}")
 
     def __str__(self) -> str:

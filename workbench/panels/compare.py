@@ -11,13 +11,16 @@ from collections.abc import Callable, Iterable
 import ipywidgets as widgets
 from torch import nn
 
-from ..i18n import _
+from ..i18n import N_, _, labels
 from ..layers import numbered_layers
 from ..plots import compare_runs
 from ..runs import RUNS, default_build, default_source, paired_runs
 from ..table import Table
 from ..training import History
 from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
+
+RUN_TABLE = (N_("run"), N_("status"), N_("steps"), N_("last loss"), N_("val accuracy"), N_("best"),
+             N_("trainable at end"), N_("seconds"))
 
 
 class ComparePanel(Panel, Worker):
@@ -115,8 +118,7 @@ class ComparePanel(Panel, Worker):
                          "best": f"{max(accuracy):.3f}" if accuracy else None,
                          "trainable at end": sum(p.numel() for p in model.parameters() if p.requires_grad)
                          if model is not None else 0, "seconds": f"{history.seconds:.1f}"})
-        return Table(("run", "status", "steps", "last loss", "val accuracy", "best", "trainable at end", "seconds"),
-                     rows)._repr_html_()
+        return Table(RUN_TABLE, rows, labels=labels(RUN_TABLE))._repr_html_()
 
     def _failed(self, err: BaseException) -> None:
         self.status.value = _("<span style='color:#b00'>training failed: {error}</span>").format(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..freezing import BN_POLICIES, set_freeze_depth
-from ..i18n import _, gloss, ngettext
+from ..i18n import N_, _, gloss, labels, ngettext
 from ..layers import numbered_layers
 from ..modes import eval_mode
 from ..plots import freeze_map
@@ -28,6 +28,7 @@ from ..training import step_time
 from .base import STYLE, Panel, live_figure, refresh_figure
 
 SLIDER_STYLE = STYLE
+DEPTH_TABLE = (N_("index"), N_("name"), N_("stage"), N_("type"), N_("params"), N_("would be"))
 
 
 def depth_summary(model: nn.Module, depth: int) -> str:
@@ -49,9 +50,9 @@ def depth_table_html(model: nn.Module, depth: int) -> str:
     """The layer list with the layers a freeze depth would freeze shaded."""
     rows = [{"index": layer.index, "name": layer.name, "stage": layer.stage, "type": layer.type,
              "params": sum(p.numel() for p in layer.module.parameters()),
-             "would be": "frozen" if layer.index < depth else "trainable"} for layer in numbered_layers(model)]
-    return Table(("index", "name", "stage", "type", "params", "would be"), rows,
-                 row_style=lambda row: "background:#dbe9f6;color:#555" if row["would be"] == "frozen" else ""
+             "would be": _("frozen") if layer.index < depth else _("trainable")} for layer in numbered_layers(model)]
+    return Table(DEPTH_TABLE, rows, labels=labels(DEPTH_TABLE),
+                 row_style=lambda row: "background:#dbe9f6;color:#555" if row["would be"] == _("frozen") else ""
                  )._repr_html_()
 
 

@@ -21,10 +21,12 @@ from ..experiments.pretraining import (
     checked_build,
 )
 from ..experiments.recipe import Recipe, Target
-from ..i18n import _
+from ..i18n import N_, _, labels
 from ..table import Table
 from .base import STYLE, Panel
 from .compare import ComparePanel
+
+BN_TABLE = (N_("run"), N_("val accuracy, as trained"), N_("val accuracy, BatchNorm re-estimated"))
 
 
 class BNComparePanel(ComparePanel):
@@ -49,8 +51,8 @@ class BNComparePanel(ComparePanel):
         rows = [{"run": name, "val accuracy, as trained": f"{h.val['accuracy'][-1]:.3f}",
                  "val accuracy, BatchNorm re-estimated": f"{self.accuracy_bn[name]:.3f}"}
                 for name, h in self.histories.items() if name in getattr(self, "accuracy_bn", {})]
-        table = Table(("run", "val accuracy, as trained", "val accuracy, BatchNorm re-estimated"), rows,
-                      title="after the last epoch")._repr_html_() if rows else ""
+        table = Table(BN_TABLE, rows, title=_("after the last epoch"), labels=labels(BN_TABLE))._repr_html_() \
+            if rows else ""
         return super()._table() + table
 
 

@@ -14,7 +14,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from torch import nn
 
-from ..i18n import _
+from ..i18n import N_, _, labels
 from ..models import build_model
 from ..optim import param_groups
 from ..plots import lr_curves
@@ -22,6 +22,8 @@ from ..schedules import PROFILES, Preview, YoloSchedule
 from ..table import Table
 from ..training import History
 from .base import STYLE, Panel, keep_state, live_figure, refresh_figure
+
+GROUP_TABLE = (N_("group"), N_("parameters"), "lr", N_("momentum"))
 
 
 class WarmupPanel(Panel):
@@ -131,4 +133,4 @@ class WarmupPanel(Panel):
             i=i, where=where, phase=phase, warmup=preview.warmup)
         rows = [{"group": name, "parameters": self._sizes.get(name, 0), "lr": f"{lr:.6g}", "momentum": f"{m:.4f}"}
                 for name, (lr, m) in self.at(i).items()]
-        return f"<p>{head}</p>" + Table(("group", "parameters", "lr", "momentum"), rows)._repr_html_()
+        return f"<p>{head}</p>" + Table(GROUP_TABLE, rows, labels=labels(GROUP_TABLE))._repr_html_()
