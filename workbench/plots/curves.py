@@ -282,7 +282,7 @@ def training_dashboard(history: History, *, max_columns: int = 300, title: str |
     x, z, names = grad_matrix(history, max_columns)
     traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name=_("log10 grad norm"),
                        colorbar=dict(title="log10 |g|", len=0.45, y=0.22),
-                       hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>", **on(3)))
+                       hovertemplate=_("step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>"), **on(3)))
     layout = stacked([0.3, 0.25, 0.45], gap=0.06)
     layout["yaxis"]["title"] = _("loss")
     layout["yaxis2"].update(title="lr", rangemode="tozero", exponentformat="e")

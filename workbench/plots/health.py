@@ -111,7 +111,7 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
     scale = dict(zmin=zrange[0], zmax=zrange[1]) if zrange is not None else {}
     traces = [dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name=_("log10 grad norm"), **scale,
                    colorbar=dict(title="log10 |g|", len=0.65, y=0.68),
-                   hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>"),
+                   hovertemplate=_("step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>")),
               dict(type="scatter", mode="lines", x=steps, y=norms, name=_("total norm"), line=dict(color="#333"),
                    **on(2))]
     clipped = [k for k, c in enumerate(history.clip_coef) if c < 1.0]
@@ -153,7 +153,7 @@ def loss_plot(history: History, *, title: str | None = None) -> go.Figure:
         raise ValueError("loss_plot needs a History with recorded steps (from fit)")
     steps = list(range(1, len(history.loss) + 1))
     fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines+markers", marker=dict(size=4), name=_("loss"),
-                               hovertemplate="step %{x}<br>loss %{y:.4g}<extra></extra>"))
+                               hovertemplate=_("step %{x}<br>loss %{y:.4g}<extra></extra>")))
     bad = history.non_finite
     if bad is not None:
         fig.add_vline(x=bad.step, line=dict(color="#d62728", dash="dash"),

@@ -74,8 +74,10 @@ def transfer_map(report: TransferReport, *, title: str | None = None) -> go.Figu
     traces.append(dict(type="scatter", x=np.array([s.index for s in summaries]), mode="text", showlegend=False,
                        y=np.array([height[s.index] + 0.6 for s in summaries]),
                        text=[_percent(s.coverage) for s in summaries], textfont=dict(size=10),
-                       hovertext=[f"layer {s.index} {s.type} ({s.stage}): {s.transferred}/{s.items} items, "
-                                  f"{s.copied:,}/{s.params:,} parameter values copied" for s in summaries],
+                       hovertext=[_("layer {index} {type} ({stage}): {transferred}/{items} items, "
+                                    "{copied:,}/{params:,} parameter values copied").format(
+                                        index=s.index, type=s.type, stage=s.stage, transferred=s.transferred,
+                                        items=s.items, copied=s.copied, params=s.params) for s in summaries],
                        hovertemplate="%{hovertext}<extra></extra>"))
     layer_ticks = {index: f"{index} {kind}" for index, _, _, kind in report.layers}
     ticks = sorted(height)
@@ -199,8 +201,9 @@ def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None, de
             textfont=dict(size=10), cliponaxis=False,
             showlegend=bool(mine) and state != "no parameters",  # a zero-height bar: its "0" label says it
             hovertemplate="%{hovertext}<extra></extra>",
-            hovertext=[f"layer {r[0]} {r[1]} ({r[2]})<br>{state}: {r[3]:,} of {r[4]:,} parameters frozen"
-                       + (f"<br>BatchNorm policy: {r[5]}" if r[5] else "") for r in mine]))
+            hovertext=[_("layer {index} {type} ({stage})<br>{state}: {frozen:,} of {total:,} parameters frozen").format(
+                index=r[0], type=r[1], stage=r[2], state=_(state), frozen=r[3], total=r[4])
+                + (_("<br>BatchNorm policy: {policy}").format(policy=r[5]) if r[5] else "") for r in mine]))
     badges = [r for r in rows if r[5]]
     traces.append(dict(type="scatter", x=np.array([r[0] for r in badges], dtype=int), text=[r[5] for r in badges],
                        y=np.array([r[4] + 0.1 * top for r in badges], dtype=float), mode="text",

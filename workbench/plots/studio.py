@@ -164,9 +164,10 @@ def transfer_column(rows, labels, report: TransferReport) -> list[dict]:
     status = layer_transfer_status(report)
     summary = {s.index: s for s in report.by_layer()}
     states = [status.get(r.index) for r in rows]
-    hover = [f"layer {r.label}: {status.get(r.index, 'no state')}" + (
-        f"<br>{summary[r.index].transferred}/{summary[r.index].items} items, "
-        f"{100 * summary[r.index].coverage:.0f}% of parameter values copied" if r.index in summary else "")
+    hover = [_("layer {layer}: {state}").format(layer=r.label, state=status.get(r.index, _("no state"))) + (
+        _("<br>{transferred}/{items} items, {coverage:.0f}% of parameter values copied").format(
+            transferred=summary[r.index].transferred, items=summary[r.index].items,
+            coverage=100 * summary[r.index].coverage) if r.index in summary else "")
         for r in rows]
     return _column_markers(labels, states, TRANSFER_COLOURS, hover, 4)
 
@@ -184,7 +185,7 @@ def heatmap_traces(rows, labels, history: History, depth: int, max_columns: int)
     traces = [dict(type="heatmap", **heatmap_cells(*grad_rows(rows, history, max_columns)), colorscale="Viridis",
                    name=_("log10 grad norm"),
                    colorbar=dict(title="log10 |g|", len=0.4, y=0.75, x=0.805, thickness=12), hoverongaps=False,
-                   hovertemplate="step %{x}<br>layer %{y}<br>log10 |g| = %{z:.2f}<extra></extra>")]
+                   hovertemplate=_("step %{x}<br>layer %{y}<br>log10 |g| = %{z:.2f}<extra></extra>"))]
     frozen = [k for k, r in enumerate(rows) if r.index < depth and r.params]
     traces.append(dict(type="scatter", mode="text", x=np.full(len(frozen), 0.5), y=np.array(frozen, dtype=float),
                        text=[_("frozen")] * len(frozen),
@@ -207,7 +208,7 @@ def drift_trace(rows, labels, drift: Mapping[str, float] | None) -> list[dict]:
                  y=np.array([k for k, _ in ks], dtype=float), name=_("weight drift"),
                  customdata=[labels[k] for k, _ in ks],
                  marker_color="#9467bd", showlegend=False, xaxis="x3", yaxis="y3",
-                 hovertemplate="layer %{customdata}<br>||W - W0|| / ||W0|| = %{x:.3g}<extra></extra>")]
+                 hovertemplate=_("layer %{customdata}<br>||W - W0|| / ||W0|| = %{x:.3g}<extra></extra>"))]
 
 
 def _steps(n: int) -> np.ndarray:
