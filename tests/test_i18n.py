@@ -13,7 +13,7 @@ from babel.messages.pofile import read_po
 import workbench as wb
 from workbench import i18n
 from workbench.panels import FreezeDepthPreview, FreezePanel, WarmupPanel
-from workbench.plots import loss_curve, lr_curves, signal_plot
+from workbench.plots import grad_heatmap, loss_curve, lr_curves, signal_plot
 from workbench.stability import SignalRow
 from workbench.table import width
 
@@ -186,6 +186,12 @@ def test_english_text_is_unchanged():
                                             "(dry run: nothing loaded)",
                                             "Parameter coverage: 99.7% of 1,442,131 values",
                                             "Items: 80 parameters + 78 buffers (26 num_batches_tracked)"]
+    h = wb.History(loss=[1.0, 50.0], epoch=[0, 0], grad_norm=[20.0, 5.0], clip_coef=[0.5, 1.0], layer_names=["a"],
+                   layer_grad_norms=[[1.0], [10.0]])
+    heat = grad_heatmap(h)
+    assert [t.name for t in heat.data] == ["log10 grad norm", "total norm", "clipped (1 steps)"]
+    assert (heat.layout.title.text, heat.layout.yaxis.title.text, heat.layout.yaxis2.title.text,
+            heat.layout.annotations[0].text) == ("Gradient norms per layer", "layer", "total |g|", "clip 10")
     assert wb.freeze(wb.build_model(nc=3), depth=3).summary() == (
         "freeze depth=3, bn='eval': froze 18 tensors (12,496 parameters) in 3 layers; trainable 1,429,635 of "
         "1,442,131 (99.1%)")

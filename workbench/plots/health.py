@@ -18,7 +18,7 @@ from matplotlib.figure import Figure as MplFigure
 from plotly.colors import qualitative
 
 from ..freezing import BNDrift
-from ..i18n import _, ngettext
+from ..i18n import _
 from ..training import History
 from .fonts import font_rc
 from .grid import on, stacked
@@ -117,8 +117,7 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
     clipped = [k for k, c in enumerate(history.clip_coef) if c < 1.0]
     if clipped:
         traces.append(dict(type="scatter", mode="markers", x=steps[clipped], y=norms[clipped], **on(2),
-                           name=ngettext("clipped ({n} step)", "clipped ({n} steps)", len(clipped)).format(
-                               n=len(clipped)), marker=dict(color="#d62728", size=5)))
+                           name=_("clipped ({n} steps)").format(n=len(clipped)), marker=dict(color="#d62728", size=5)))
     layout = stacked([0.68, 0.32], gap=0.07)
     layout["yaxis"].update(title=_("layer"), autorange="reversed")
     shown = norm_range if norm_range is not None else _log_span(norms)
