@@ -81,7 +81,8 @@ def test_the_compiled_catalogue_matches_the_po():
             for n in (1, 2):
                 assert compiled.ngettext(*msgid, n) == translation[0], msgid
         else:
-            assert compiled.gettext(msgid) == translation, f"{MO.name} is stale: recompile {PO.name} ({msgid!r})"
+            assert compiled.gettext(msgid) == translation, (
+                f"{MO.name} is stale: in {PO.parent} run msgfmt -o {MO.name} {PO.name} ({msgid!r})")
 
 
 @pytest.mark.parametrize("name", ["zh", "zh_CN", "zh-CN", "ZH_cn.UTF-8", "en", "en_GB", "C"])
@@ -131,7 +132,7 @@ def test_figures_built_after_switching_have_chinese_titles_and_axes(zh):
     history = wb.History(loss=[2.0, 1.0], epoch=[0, 0], val={"accuracy": [0.5]}, epochs_done=1)
     fig = loss_curve(history)
     titles = fig.layout.title.text, fig.layout.xaxis.title.text, fig.layout.yaxis.title.text
-    assert titles == ("训练损失", "步", "损失")
+    assert titles == ("训练损失", "步数", "损失")
     assert [t.name for t in fig.data] == ["训练损失", "验证准确率"]
     preview = wb.YoloSchedule("ultralytics").preview(wb.param_groups(wb.build_model(), 0.01), nb=10, epochs=3)
     lr = lr_curves(preview)

@@ -6,8 +6,8 @@ or summary built. The default comes from ``WORKBENCH_LANG``, then gettext's usua
 YOLOv5 print ("Transferred 448/499 items", ``--freeze``) stay as printed; :func:`gloss` adds a note
 beside them in the reader's language (nothing in English, where they explain themselves).
 
-The catalogue is ``workbench/locale/zh/LC_MESSAGES/workbench.po``; after editing it, compile it with
-``pybabel compile -D workbench -d workbench/locale -l zh`` (a test checks the ``.mo`` matches the ``.po``).
+The catalogue is ``workbench/locale/zh/LC_MESSAGES/workbench.po``; after editing it, compile it with GNU
+gettext's ``msgfmt -o workbench.mo workbench.po`` in that folder (a test checks the ``.mo`` matches the ``.po``).
 
 Example:
     >>> set_language("zh-CN"); print(_("freeze depth"))
