@@ -98,14 +98,15 @@ def _lr_traces(preview: Preview | None, history: History | None, index: dict[str
     for group in coinciding_curves(_source(preview, history, "lr")):
         label = " = ".join(group)
         mine = []
-        for kind, source in (("preview", preview), ("recorded", history)):
+        for kind, source in ((N_("preview"), preview), (N_("recorded"), history)):
             present = [g for g in group if source is not None and g in source.lr]
             if not present:
                 continue
             y = source.lr[present[0]]
             trace = _line(np.arange(len(y)), y, label, index[group[0]], 1, legendgroup=label, showlegend=False,
                           meta=dict(groups=present, kind=kind, value="lr"),
-                          hovertemplate=f"{label}, {kind}<br>iteration %{{x}}: lr %{{y:.6g}}<extra></extra>")
+                          hovertemplate=_("{groups}, {kind}<br>iteration %{{x}}: lr %{{y:.6g}}<extra></extra>").format(
+                              groups=label, kind=_(kind)))
             trace["line"]["width"] = 2 + PREVIEW_EXTRA_WIDTH if kind == "preview" else 2
             if kind == "preview":
                 trace["opacity"] = PREVIEW_OPACITY
@@ -128,7 +129,8 @@ def _momentum_traces(preview: Preview | None, history: History | None, index: di
             trace = _line(np.arange(len(y)), y, _("momentum, {groups}").format(groups=who), index[group[0]], 2,
                           showlegend=False,
                           meta=dict(groups=present, kind=kind, value="momentum"),
-                          hovertemplate=f"momentum of {who}, {kind}<br>iteration %{{x}}: %{{y:.4f}}<extra></extra>")
+                          hovertemplate=_("momentum of {groups}, {kind}<br>iteration %{{x}}: %{{y:.4f}}<extra></extra>"
+                                          ).format(groups=who, kind=_(kind)))
             if len(group) == len(index) > 1:
                 trace["line"]["color"] = "#444"
             if kind == "preview":
@@ -212,13 +214,14 @@ def shared_points(a, b) -> int:
     return int(np.sum(np.asarray(a[:n], dtype=float) == np.asarray(b[:n], dtype=float)))
 
 
-def _overlaps(curves: Mapping[str, list[float]], unit: str) -> dict[str, str]:
-    """Per run, the hover note naming the runs drawn on the same points (e.g. a staged run while still frozen)."""
+def _overlaps(curves: Mapping[str, list[float]], each: str) -> dict[str, str]:
+    """Per run, the hover note naming the runs drawn on the same points (e.g. a staged run while still frozen);
+    ``each`` words one such run (``{run}``, ``{count}`` points of ``{n}``)."""
     notes = {}
     for name, y in curves.items():
-        same = [f"{other} at {count} of {min(len(y), len(curves[other]))} {unit}" for other in curves
+        same = [each.format(run=other, count=count, n=min(len(y), len(curves[other]))) for other in curves
                 if other != name and (count := shared_points(y, curves[other]))]
-        notes[name] = f"<br>same as {'; '.join(same)}" if same else ""
+        notes[name] = _("<br>same as {runs}").format(runs="; ".join(same)) if same else ""
     return notes
 
 
@@ -240,17 +243,19 @@ def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str | N
         raise ValueError("compare_runs needs at least one run: {name: History}")
     losses = {name: list(_smooth(h.loss, smooth)) for name, h in runs.items()}
     accuracies = {name: list(h.val.get("accuracy", [])) for name, h in runs.items()}
-    loss_notes, accuracy_notes = _overlaps(losses, "steps"), _overlaps(accuracies, "epochs")
+    loss_notes = _overlaps(losses, _("{run} at {count} of {n} steps"))
+    accuracy_notes = _overlaps(accuracies, _("{run} at {count} of {n} epochs"))
     stacked_runs = any(loss_notes.values()) or any(accuracy_notes.values())
     traces = []
     for k, name in enumerate(runs):
         extra = len(runs) - 1 - k if stacked_runs else 0
         loss = _line(np.arange(1, len(losses[name]) + 1), losses[name], name, k, 1, legendgroup=name,
-                     hovertemplate=f"{name}<br>step %{{x}}: loss %{{y:.4g}}{loss_notes[name]}<extra></extra>")
+                     hovertemplate=_("{run}<br>step %{{x}}: loss %{{y:.4g}}{note}<extra></extra>").format(
+                         run=name, note=loss_notes[name]))
         accuracy = _line(np.arange(1, len(accuracies[name]) + 1), accuracies[name], name, k, 2, legendgroup=name,
                          showlegend=False, mode="lines+markers", marker=dict(size=6 + 4 * extra),
-                         hovertemplate=f"{name}<br>epoch %{{x}}: accuracy %{{y:.3f}}{accuracy_notes[name]}"
-                                       "<extra></extra>")
+                         hovertemplate=_("{run}<br>epoch %{{x}}: accuracy %{{y:.3f}}{note}<extra></extra>").format(
+                             run=name, note=accuracy_notes[name]))
         for trace in (loss, accuracy):
             trace["line"]["width"] = 1.5 + 2.0 * extra
         traces += [loss, accuracy]

@@ -35,16 +35,17 @@ def _percent(share: float) -> str:
 
 def _tile_text(row: Row) -> str:
     if row.status == "unused":
-        shapes = f"source {row.source_shape}, not used (source layer {row.layer})"
+        shapes = _("source {shape}, not used (source layer {layer})").format(shape=row.source_shape, layer=row.layer)
     elif row.source_shape is None:
-        shapes = f"target {row.shape}, not in the source"
+        shapes = _("target {shape}, not in the source").format(shape=row.shape)
     else:
-        shapes = f"target {row.shape} &larr; source {row.source_shape}"
+        shapes = _("target {shape} &larr; source {source}").format(shape=row.shape, source=row.source_shape)
         shapes += f" ({escape(row.source_name)})" if row.source_name != row.name else ""
     note = f"<br>{escape(row.note)}" if row.note else ""
-    kind = "parameter" if row.parameter else "buffer"
-    return (f"<b>{escape(row.name)}</b><br>{row.status} · {kind}<br>{shapes}<br>"
-            f"{row.numel:,} values, {row.copied:,} copied{note}")
+    kind = _("parameter") if row.parameter else _("buffer")
+    return _("<b>{name}</b><br>{status} · {kind}<br>{shapes}<br>{numel:,} values, {copied:,} copied{note}").format(
+        name=escape(row.name), status=row.status, kind=kind, shapes=shapes, numel=row.numel, copied=row.copied,
+        note=note)
 
 
 def transfer_map(report: TransferReport, *, title: str | None = None) -> go.Figure:

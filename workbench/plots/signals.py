@@ -40,8 +40,10 @@ def signal_figure(rows: Sequence, *, title: str | None = None) -> go.Figure:
                            x=np.array([r.index for r in mine], dtype=float),
                            y=np.array([max(r.std, floor) for r in mine], dtype=float),
                            line=dict(color="black" if special else colour(k), width=4 if special else 2),
-                           customdata=[f"{r.type}: mean {r.mean:.3g}, std {r.std:.3g}" for r in mine],
-                           hovertemplate=f"{scheme}<br>layer %{{x}} %{{customdata}}<extra></extra>"))
+                           customdata=[_("{type}: mean {mean:.3g}, std {std:.3g}").format(type=r.type, mean=r.mean,
+                                                                                         std=r.std) for r in mine],
+                           hovertemplate=_("{scheme}<br>layer %{{x}} %{{customdata}}<extra></extra>").format(
+                               scheme=scheme)))
     zeros = any(r.std == 0 for r in rows)
     low = floor if zeros or not positive else min(positive)
     high = max(positive + [1.0])  # 1 is always on the axis (the dotted line)
