@@ -4,6 +4,7 @@ import ast
 import gettext
 import importlib.util
 import string
+import sys
 import warnings
 from pathlib import Path
 
@@ -211,3 +212,12 @@ def test_a_matplotlib_figure_renders_chinese_without_missing_glyphs(zh):
     english = signal_plot(rows)
     assert english.axes[0].get_title() == "with BatchNorm"
     assert english.texts[0].get_fontfamily() == ["sans-serif"]  # English figures keep matplotlib's fonts
+
+
+def test_without_the_font_package_a_warning_names_it(zh, monkeypatch):
+    from workbench.plots import fonts
+
+    monkeypatch.setattr(fonts, "_registered", [])
+    monkeypatch.setitem(sys.modules, "noto_cjk_sans_otc", None)  # as if it were not installed
+    with pytest.warns(UserWarning, match="pip install noto-cjk-sans-otc"):
+        assert fonts.font_rc() == {}
