@@ -96,7 +96,7 @@ def history_until(history: History, step: int) -> History:
                momentum={k: v[:step] for k, v in history.momentum.items()},
                val={k: v[:done] for k, v in history.val.items()}, events=[e for e in history.events if e[0] <= step],
                epochs_done=done, status=history.status if step == history.step else "replay")
-    if history.non_finite is not None and history.non_finite.step > step:
+    if history.non_finite is not None and step < history.step:  # it failed after the last recorded step
         cut["non_finite"] = None
     return replace(history, **cut)
 
@@ -194,7 +194,7 @@ def heatmap_traces(rows, labels, history: History, depth: int, max_columns: int)
     found = history.non_finite
     k = _row_of(rows, found.layer) if found is not None and found.layer else None
     if k is not None:
-        traces.append(dict(type="scatter", mode="markers+text", x=[found.step + 1], y=[k], name=_("non-finite"),
+        traces.append(dict(type="scatter", mode="markers+text", x=[found.step], y=[k], name=_("non-finite"),
                            text=[_("non-finite")], textposition="middle left", marker=dict(symbol="x", size=14,
                            color="#d62728"), hovertext=[found.message], hovertemplate="%{hovertext}<extra></extra>"))
     return traces
