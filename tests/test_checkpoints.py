@@ -145,3 +145,15 @@ def test_save_rejects_what_is_not_a_state_dict(tmp_path):
     with pytest.raises(ValueError, match="state_dict"):
         save_weights({"a": 1}, tmp_path / "x.safetensors")
     assert not os.path.exists(tmp_path / "x.safetensors")
+
+
+def test_a_safetensors_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_path):
+    """A header of 0x..80 bytes begins with 0x80, a pickle's first byte; the metadata must still be read."""
+    path = tmp_path / "w.safetensors"
+    for pad in range(256):
+        save_weights({"w": torch.ones(2)}, path, metadata={"note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert read_metadata(path)["note"] == "x" * pad and load_weights(path)["w"].tolist() == [1.0, 1.0]
+    assert inspect_checkpoint(path).format == "safetensors"

@@ -199,8 +199,9 @@ def test_branch_counts_split_a_detect_head_into_box_and_class_branches():
     target = build_model("n", "detect", nc=3)
     report = transfer(build_model("n", "detect", nc=10), target, dry_run=True)
     groups = T.branch_counts(report, 22)
-    assert report.headline == "Transferred 348/354 items from pretrained weights"
+    assert report.headline == "Transferred 349/355 items from pretrained weights"
     assert dict(groups["cv2"]) == {"transferred": len(target.layers[22].cv2.state_dict())}
+    assert dict(groups["dfl"]) == {"transferred": 1}  # the fixed bin values of Ultralytics' DFL head
     assert dict(groups["cv3"]) == {"transferred": 36, "shape_mismatch": 6} and report.counts["shape_mismatch"] == 6
     assert sorted(r.name for r in report.where("shape_mismatch")) == sorted(
         f"layers.22.cv3.{i}.2.{t}" for i in range(3) for t in ("weight", "bias"))
@@ -218,10 +219,11 @@ def test_branch_counts_on_a_model_the_workbench_did_not_define():
 
 
 def test_detector_runs_transfer_then_fine_tune_both_on_the_same_scenes():
-    source = build_model("n", "detect", nc=10)
+    source = build_model("n", "detect", nc=10, reg_max=1)  # the light head, as the shipped detector's
     runs = T.detector_runs(recipe=T.DETECTOR_RECIPE.replace(epochs=1), source=source,
                            source_names=wb.data.SOURCE_CLASSES, n_scenes=4, val_scenes=2)
     assert runs.epochs == 1 and runs.n_scenes == 4 and runs.steps == 1 and "(1 steps)" in str(runs)
+    # 354 items: the targets were built with the source's light head (a DFL target would have 355, cv2 mismatched)
     assert runs.report.n_transferred == 348 and runs.report.counts["partial"] == 6  # circle rows, by name
     assert set(runs.mAP50) == {"pretrained", "scratch"} and all(0 <= v <= 1 for v in runs.mAP50.values())
     assert "348/354" in str(runs) and "scratch" in runs._repr_html_()

@@ -24,7 +24,21 @@ def test_detect_class_branch_width_follows_ultralytics_rule(nc):
     assert head.cv3[0][0].conv.out_channels == max(c0, min(nc, 100))
     assert [branch[-1].out_channels for branch in head.cv3] == [nc] * 3
     outputs = model(torch.zeros(1, 3, 64, 64))
-    assert [tuple(o.shape) for o in outputs] == [(1, 4 + nc, 8, 8), (1, 4 + nc, 4, 4), (1, 4 + nc, 2, 2)]
+    assert [tuple(o.shape) for o in outputs] == [(1, 64 + nc, 8, 8), (1, 64 + nc, 4, 4), (1, 64 + nc, 2, 2)]
+
+
+@pytest.mark.parametrize("reg_max, box_width, box_outputs", [(16, 64, 64), (1, 16, 4)])
+def test_detect_box_branch_follows_ultralytics_rule(reg_max, box_width, box_outputs):
+    """c2 = max(16, ch[0] // 4, 4 * reg_max): Ultralytics' DFL head at 16, the light head at 1."""
+    head = build_model("n", "detect", nc=3, reg_max=reg_max).layers[-1]
+    assert head.reg_max == reg_max and head.cv2[0][0].conv.out_channels == box_width
+    assert [branch[-1].out_channels for branch in head.cv2] == [box_outputs] * 3
+    dfl = [k for k in head.state_dict() if k.startswith("dfl.")]
+    assert dfl == (["dfl.conv.weight"] if reg_max > 1 else [])
+    if reg_max > 1:
+        assert head.dfl.conv.weight.flatten().tolist() == list(range(16)) and not head.dfl.conv.weight.requires_grad
+        init_weights(head, "kaiming")  # the bins are fixed values, not learnt: every scheme keeps them
+        assert head.dfl.conv.weight.flatten().tolist() == list(range(16))
 
 
 def test_class_count_change_touches_only_the_class_branch():

@@ -76,7 +76,11 @@ def test_group_sizes_of_the_n_models():
         groups = param_groups(build_model("n", task, nc=10), 0.01)
         sizes[task] = {g["tag"]: (len(g["params"]), sum(p.numel() for p in g["params"])) for g in groups}
     assert sizes["classify"] == {"weight": (27, 1444272), "norm": (26, 3408), "bias": (27, 3418)}
-    assert sizes["detect"] == {"weight": (63, 2692848), "norm": (57, 4912), "bias": (63, 4954)}
+    # 3,012,798 parameters, as Ultralytics' yolov8n at 10 classes; the DFL bins (16, frozen) sit among the weights
+    assert sizes["detect"] == {"weight": (64, 3002176), "norm": (57, 5200), "bias": (63, 5422)}
+    light = param_groups(build_model("n", "detect", nc=10, reg_max=1), 0.01)
+    assert {g["tag"]: (len(g["params"]), sum(p.numel() for p in g["params"])) for g in light} == {
+        "weight": (63, 2692848), "norm": (57, 4912), "bias": (63, 4954)}
 
 
 def test_a_resnet_the_workbench_did_not_define(tiny_resnet):

@@ -295,6 +295,12 @@ def test_train_panel_runs_draws_and_stops_between_steps(tiny_data):
     history = panel.run(wait=True)  # Start again continues the same run
     assert history.status == "completed" and history.loss == full.loss and history.val == full.val
     assert list(panel.figure.data[0].y) == full.loss
+    lr = panel.figure.data[1:-1]  # one LR line per set of groups on the same curve, named by all of them
+    drawn = {g: t for t in lr for g in t.name.removeprefix("lr ").split(" = ")}
+    assert sorted(drawn) == sorted(history.lr)
+    for g, t in drawn.items():
+        np.testing.assert_array_equal(t.y, history.lr[g])
+    assert all(not np.array_equal(a.y, b.y) for a in lr for b in lr if a is not b)  # nothing drawn under another
     assert panel.start() is False and "raise epochs" in panel.status.value
     heat = panel.figure.data[-1]
     assert heat.type == "heatmap" and np.array(heat.z, dtype=float).shape == (len(history.layer_names), 6)

@@ -170,6 +170,18 @@ def test_lr_curves_keep_coinciding_groups_visible_and_name_them_once(profile, mu
         assert "0 not shown" in fig.layout.yaxis.title.text  # a log axis leaves out the warmup's rate 0
 
 
+
+def test_lr_curves_give_every_line_its_own_colour_with_many_groups():
+    from workbench.optim import make_optimizer
+
+    optimizer = make_optimizer(build_model(nc=3), "sgd", lr=0.01, layer_decay=0.5)  # three groups per layer
+    preview = YoloSchedule("ultralytics", warmup_epochs=1).preview(optimizer, nb=5, epochs=4)
+    classes = _coinciding_reference({g: np.asarray(v) for g, v in preview.lr.items()})
+    assert len(classes) > 10  # more lines than the first palette's ten colours
+    lr = [t for t in plots.lr_curves(preview).data if t.meta["value"] == "lr"]
+    assert [t.meta["groups"] for t in lr] == classes
+    assert len({t.line.color for t in lr}) == len(classes)  # no legend swatch stands for two lines
+
 # ------------------------------------------------------------------------------------------ gradients
 def _run_with_frozen_stem(small_shapes, **options):
     train, _ = small_shapes
@@ -246,10 +258,19 @@ def test_long_runs_are_binned_keeping_the_largest_norm():
 
 
 def test_training_dashboard_shows_loss_lr_and_heatmap(small_shapes):
-    history = _run_with_frozen_stem(small_shapes)
+    history = _run_with_frozen_stem(small_shapes, schedule=YoloSchedule("ultralytics", warmup_epochs=1))
     fig = plots.training_dashboard(history)
-    assert [t.type for t in fig.data] == ["scatter"] * (1 + len(history.lr)) + ["heatmap"]
+    classes = _coinciding_reference({g: np.asarray(v) for g, v in history.lr.items()})
+    assert any(len(c) > 1 for c in classes) and len(classes) > 1  # weight and norm share a curve, bias does not
+    assert [t.type for t in fig.data] == ["scatter"] * (1 + len(classes)) + ["heatmap"]
     assert list(fig.data[0].y) == history.loss
+    lr = fig.data[1:-1]
+    assert [t.name for t in lr] == ["lr " + " = ".join(c) for c in classes]  # the legend names every group once
+    assert len({t.line.color for t in lr}) == len(classes)
+    for t, c in zip(lr, classes):
+        assert list(t.meta["groups"]) == c
+        for g in c:
+            np.testing.assert_array_equal(t.y, history.lr[g])
     assert np.array(fig.data[-1].z, dtype=float).shape == (len(history.layer_names), history.step)
     empty = plots.training_dashboard(History())
     assert len(empty.data[0].y) == 0

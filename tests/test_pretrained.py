@@ -52,6 +52,7 @@ def test_shipped_detector_reaches_its_recorded_source_map():
     info = model.pretrained_info
     assert info["recipe"] == pretrain.DETECT_RECIPE and info["classes"] == list(wb.data.SOURCE_CLASSES)
     assert (info["task"], model.nc, info["seed"]) == ("detect", 10, 0) and info["torch_version"]
+    assert info["reg_max"] == info["recipe"]["reg_max"] == model.layers[-1].reg_max == 1  # the light head, no DFL
     assert inspect_checkpoint(pretrained_path("shapes_detect_n")).tensors == 354
     measured = pretrain.source_map(model, info["recipe"])
     assert measured["mAP50"] == pytest.approx(info["source_val_mAP50"], abs=0.01)
@@ -63,6 +64,7 @@ def test_detect_recipe_trains_a_detector_and_records_its_map():
                                     progress=False)
     assert model.task == "detect" and model.nc == 10 and 0.0 <= info["source_val_mAP50"] <= 1.0
     assert info["recipe"]["lr"] == 0.002 and info["recipe"]["n_scenes"] == 4
+    assert info["reg_max"] == model.layers[-1].reg_max == 1
     with pytest.raises(ValueError, match="shapes_detect_n"):
         pretrain.pretrain(name="imagenet")
 

@@ -4,7 +4,9 @@ The public API is short and flat (at most 20 names); each name is a concept the 
 The modules hold the rest: ``workbench.schedules`` (``CosineWarmup``, ``OneCycle``),
 ``workbench.freezing`` (``FreezeReport``), ``workbench.models`` (``init_weights``),
 ``workbench.scenes`` (``shape_scenes``), ``workbench.training`` (``Optim``, ``Freeze``),
-``workbench.runs``, ``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...
+``workbench.manifests`` (``manifest_model``), ``workbench.folders`` (``load_yolo_folder``,
+``load_class_folder`` and their writers), ``workbench.metrics`` (``evaluate``), ``workbench.runs``,
+``workbench.monitor``, ``workbench.detection``, ``workbench.stability``, ...
 
 Example:
     >>> import workbench as wb
@@ -12,11 +14,13 @@ Example:
     >>> wb.layer_table(model).params > 0
     True
 """
-from . import data
+from . import data, folders  # noqa: F401  (folders: importable as wb.folders, outside the 20 names)
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
+from .export import export_ultralytics
 from .freezing import bn_drift, freeze, unfreeze
+from .i18n import set_language
 from .layers import numbered_layers
-from .metrics import evaluate
+from .metrics import evaluate  # noqa: F401  (importable, outside the 20 names)
 from .models import build_model, layer_table
 from .optim import param_groups
 from .schedules import YoloSchedule
@@ -30,7 +34,7 @@ __all__ = [
     "bn_drift",
     "build_model",
     "data",
-    "evaluate",
+    "export_ultralytics",
     "fit",
     "freeze",
     "inspect_checkpoint",
@@ -40,6 +44,7 @@ __all__ = [
     "param_groups",
     "pretrained",
     "save_weights",
+    "set_language",
     "suggest_layer_map",
     "transfer",
     "unfreeze",

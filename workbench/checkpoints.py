@@ -178,10 +178,11 @@ def _sniff(path: Path) -> str:
         head = f.read(9)
     if head.startswith(_ZIP_MAGIC):
         return "torch-zip"
+    # safetensors before pickle: its header length (little-endian) may well start with the byte 0x80
+    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size:
+        return "safetensors"
     if head[:1] and head[0] == _PICKLE_PROTO:
         return "pickle"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
     raise CheckpointError(f"{path} is not a checkpoint this workbench reads (safetensors, or a torch .pt): "
                           f"it starts with {head!r}; the file may be empty, truncated or of another kind")
 
@@ -375,8 +376,9 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     """The model the shipped weights belong to, with them loaded; ``model.pretrained_info`` holds the metadata.
 
     ``pretrained_info`` has the recipe, the class names (``"classes"``), the seed, the source
-    validation accuracy (``source_val_mAP50`` for the detector ``"shapes_detect_n"``) and the torch
-    version that produced the file (``python -m workbench.pretrain --name NAME``).
+    validation accuracy (``source_val_mAP50`` for the detector ``"shapes_detect_n"``, whose head is
+    the light ``reg_max=1`` one, recorded as ``"reg_max"``) and the torch version that produced the
+    file (``python -m workbench.pretrain --name NAME``).
 
     Example:
         >>> model = pretrained("shapes_n")
@@ -385,7 +387,8 @@ def pretrained(name: str = "shapes_n") -> nn.Module:
     """
     path = pretrained_path(name)
     info = read_metadata(path)
-    model = build_model(info["scale"], info["task"], nc=len(info["classes"]), ch=info.get("ch", 3))
+    head = {"reg_max": info.get("reg_max", 1)} if info["task"] == "detect" else {}  # files before DFL: light head
+    model = build_model(info["scale"], info["task"], nc=len(info["classes"]), ch=info.get("ch", 3), **head)
     model.load_state_dict(load_weights(path))
     model.pretrained_info = info
     return model

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .batches import as_batches, first_batch
-from .detection import is_detector
+from .detection import detect_head, is_detector
 from .freezing import frozen_by_workbench
 from .numbers import whole_number
 
@@ -106,8 +106,14 @@ def _check_channels(model: nn.Module, x: torch.Tensor, name: str) -> None:
 
 
 def _check_task(model: nn.Module, y: torch.Tensor, name: str) -> bool:
-    """Whether ``y`` holds detection targets; raises when the targets do not suit the model's task."""
+    """Whether ``y`` holds detection targets; raises when the targets do not suit the model's task.
+
+    A detector's head must be one the detection loss trains (:func:`~workbench.detection.detect_head`
+    names what is supported when it is not, e.g. an Ultralytics segmentation or end-to-end head).
+    """
     detection = y.ndim == 3
+    if is_detector(model):
+        detect_head(model)
     if is_detector(model) and not detection:
         raise ValueError(f"{name} holds class labels (shape {tuple(y.shape)}) but the model is a detector: "
                          f"train it on detection data (e.g. scenes.shape_scenes), or build a classifier with "
@@ -146,7 +152,7 @@ def check_data(model: nn.Module, batches, name: str, own_loss: bool = False) -> 
         return
     if _check_task(model, y, name):
         classes = full_y[..., 0][full_y[..., 0] >= 0]
-        return _check_labels(classes.long(), getattr(model, "nc", None), name, negative_ok=False)
+        return _check_labels(classes.long(), detect_head(model).nc, name, negative_ok=False)
     nc = getattr(model, "nc", None)
     nc = nc if isinstance(nc, int) else _output_width(model, x)
     _check_labels(full_y, nc, name, negative_ok=own_loss)

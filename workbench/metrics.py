@@ -137,17 +137,19 @@ def evaluate_detection(model: nn.Module, batches, device: torch.device | str = "
     """Mean loss and mAP@0.5 of a detector over ``batches`` of ``(images, padded targets)``.
 
     Predictions keep every box scoring above ``conf`` after NMS at ``iou`` (as Ultralytics'
-    validation: a low threshold, so the whole precision-recall curve is measured).
+    validation: a low threshold, so the whole precision-recall curve is measured). The head's eval
+    outputs are decoded by :func:`~workbench.detection.decode`, an Ultralytics ``Detect``'s too.
     """
     loss_fn = loss_fn or DetectionLoss(model)
-    strides = detect_head(model).stride.tolist()
+    head = detect_head(model)
+    strides = head.stride.tolist()
     total_loss, n, predictions, objects = 0.0, 0, [], []
     with eval_mode(model):
         for x, y in batches:
             x, y = x.to(device), y.to(device)
             outputs = model(x)
             total_loss += loss_fn(outputs, y).item() * len(y)
-            predictions += postprocess(outputs, strides, x.shape[-2:], conf=conf, iou=iou)
+            predictions += postprocess(outputs, strides, x.shape[-2:], conf=conf, iou=iou, reg_max=head.reg_max)
             objects += _objects(y)
             n += len(y)
     if n == 0:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .batchnorm import bn_policy
+from .heads import DFL
 from .layers import numbered_layers
 from .numbers import whole_number
 from .table import Table, TableResult
@@ -116,30 +117,36 @@ class Classify(nn.Module):
 class Detect(nn.Module):
     """Anchor-free detection head, one box branch (``cv2``) and one class branch (``cv3``) per level.
 
-    As in Ultralytics, the class branch is ``c3 = max(ch[0], min(nc, 100))`` wide and ends in a
-    1x1 conv with ``nc`` outputs, so changing the class count re-initialises its last layer.
-    Box outputs are 4 values per grid cell: the distances from the cell centre to the box's left,
-    top, right and bottom sides once decoded (``softplus(raw) - 0.5`` grid cells, see
-    :func:`workbench.detection.decode`); the class logits double as objectness.
+    With ``reg_max=16`` (the default) it is Ultralytics' ``Detect`` (YOLOv8 layout) shape for shape
+    and name for name: the box branch is ``max(16, ch[0] // 4, 4 * reg_max)`` wide and ends in
+    ``4 * reg_max`` outputs, a distribution over ``reg_max`` bins for each box side (the distances
+    from the cell centre to the box's left, top, right and bottom, in grid cells), whose expectation
+    :class:`~workbench.heads.DFL` (``dfl``) takes. ``reg_max=1`` is a lighter head: 4 box outputs,
+    each decoded as ``softplus(raw) - 0.5`` grid cells, and no ``dfl``. See
+    :func:`workbench.detection.decode`. As in Ultralytics, the class branch is
+    ``c3 = max(ch[0], min(nc, 100))`` wide and ends in a 1x1 conv with ``nc`` outputs, so changing
+    the class count re-initialises its last layer; the class logits double as objectness.
     """
 
-    def __init__(self, nc: int, ch: tuple[int, ...], strides: tuple[int, ...] = (8, 16, 32)):
+    def __init__(self, nc: int, ch: tuple[int, ...], strides: tuple[int, ...] = (8, 16, 32), reg_max: int = 16):
         super().__init__()
-        self.nc, self.nl, self.no = nc, len(ch), nc + 4
+        self.nc, self.nl, self.reg_max, self.no = nc, len(ch), reg_max, nc + 4 * reg_max
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32), persistent=False)
-        c2, c3 = max(16, ch[0] // 4, 4), max(ch[0], min(nc, 100))
-        self.cv2 = nn.ModuleList(nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4, 1)) for x in ch)
+        c2, c3 = max(16, ch[0] // 4, 4 * reg_max), max(ch[0], min(nc, 100))
+        self.cv2 = nn.ModuleList(nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1))
+                                 for x in ch)
         self.cv3 = nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for x in ch)
+        self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
         self.bias_init()
 
     def bias_init(self, image_size: int = 64) -> None:
-        """Ultralytics' prior: box bias 1, class bias log(5 / nc / (image_size / stride)^2)."""
+        """Ultralytics' prior: class bias log(5 / nc / (image_size / stride)^2); box bias 1 (DFL: 2, as Ultralytics)."""
         for box, cls, s in zip(self.cv2, self.cv3, self.stride.tolist()):
-            nn.init.constant_(box[-1].bias, 1.0)
+            nn.init.constant_(box[-1].bias, 1.0 if self.reg_max == 1 else 2.0)
             nn.init.constant_(cls[-1].bias, math.log(5 / self.nc / (image_size / s) ** 2))
 
     def forward(self, xs):
-        """A list of ``(batch, 4 + nc, h, w)`` maps, one per level."""
+        """A list of ``(batch, 4 * reg_max + nc, h, w)`` maps, one per level."""
         return [torch.cat((box(x), cls(x)), 1) for x, box, cls in zip(xs, self.cv2, self.cv3)]
 
 
@@ -201,7 +208,7 @@ def _make(spec: Spec, ch, nc: int) -> tuple[nn.Module, int]:
     if spec.kind == "Classify":
         return Classify(c1, nc), nc
     if spec.kind == "Detect":
-        return Detect(nc, tuple(ch[j] for j in spec.f)), 0
+        return Detect(nc, tuple(ch[j] for j in spec.f), reg_max=spec.args[0]), 0
     raise ValueError(f"unknown layer kind {spec.kind!r}")
 
 
@@ -254,7 +261,7 @@ def scale_rules(scale: str):
     return w, d
 
 
-def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int = 3) -> YOLO:
+def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int = 3, reg_max: int = 16) -> YOLO:
     """Build a YOLOv8-style model.
 
     Args:
@@ -262,6 +269,8 @@ def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int 
         task: ``"classify"`` (backbone + Classify, as yolov8-cls) or ``"detect"`` (+ SPPF, neck, Detect).
         nc: number of classes.
         ch: input channels.
+        reg_max: a detector's bins per box side: 16 is Ultralytics' head (DFL), so real ``yolov8n.pt``
+            weights fit every tensor; 1 is the lighter head the shipped ``shapes_detect_n`` uses.
 
     Example:
         >>> build_model("n", "classify", nc=3).layers[-1].linear.out_features
@@ -273,12 +282,13 @@ def build_model(scale: str = "n", task: str = "classify", nc: int = 10, ch: int 
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
     nc = whole_number(nc, "nc", note=" (the number of classes, e.g. 3)")
     ch = whole_number(ch, "ch", note=" (input channels, e.g. 3)")
+    reg_max = whole_number(reg_max, "reg_max", note=" (bins per box side: 16 as Ultralytics, or 1)")
     w, d = scale_rules(scale)
     specs = _backbone(w, d)
     if task == "classify":
         specs.append(Spec(-1, "Classify", (), "head"))
     else:
-        specs += _detect_neck(w, d) + [Spec((15, 18, 21), "Detect", (), "head")]
+        specs += _detect_neck(w, d) + [Spec((15, 18, 21), "Detect", (reg_max,), "head")]
     return YOLO(specs, nc=nc, ch=ch, scale=scale, task=task)
 
 
@@ -351,6 +361,9 @@ def init_weights(model: nn.Module, scheme: str = "default", std: float = 0.01) -
         elif isinstance(module, nn.modules.batchnorm._NormBase) or "Norm" in type(module).__name__:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+    for module in model.modules():
+        if isinstance(module, DFL):
+            module.reset_parameters()  # fixed bin values, not learnt
     if scheme == "default":
         for layer in numbered_layers(model):
             if isinstance(layer.module, Detect):

@@ -41,6 +41,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from .heads import class_layer_names, detect_heads
 from .layer_map import (
     align_layout,
     check_layer_map,
@@ -52,7 +53,6 @@ from .layer_map import (
     suggest_layer_map,
 )
 from .layers import numbered_layers
-from .models import Detect
 from .transfer_report import STATUS_COLOURS, STATUSES, LayerSummary, ReportLayer, Row, TransferReport
 
 __all__ = [
@@ -79,13 +79,16 @@ def _norm(name: str) -> str:
 def class_layer_keys(model: nn.Module, nc: int) -> list[str]:
     """State_dict keys (weight, then bias) of the final class layer(s) with ``nc`` outputs.
 
-    Our Detect head has one per level (the last conv of each ``cv3`` branch); any other model
-    has one: the last ``nn.Linear`` or conv layer with ``nc`` outputs.
+    A detection head, the workbench's or Ultralytics' (:func:`~workbench.heads.detect_heads`), has
+    one per level: the last conv of each class branch (``cv3``, and ``one2one_cv3`` where present).
+    Any other model has one: the last ``nn.Linear`` or conv layer with ``nc`` outputs.
+
+    Example:
+        >>> from workbench import build_model
+        >>> class_layer_keys(build_model("n", "detect", nc=3), 3)[-2:]
+        ['layers.22.cv3.2.2.weight', 'layers.22.cv3.2.2.bias']
     """
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, Detect):
-            names += [f"{name}.cv3.{i}.{len(branch) - 1}" for i, branch in enumerate(module.cv3)]
+    names = [n for name, head in detect_heads(model) for n in class_layer_names(name, head)]
     if not names:
         last = [name for name, m in model.named_modules()
                 if isinstance(m, nn.Linear) and m.out_features == nc
@@ -173,7 +176,8 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
 
     Args:
         source: an ``nn.Module``, a state_dict, or a checkpoint path (safe loading only, see
-            :func:`workbench.load_weights`). It is never modified.
+            :func:`workbench.load_weights`). It is never modified. A source or model of meta
+            tensors (shapes only, :func:`workbench.manifests.manifest_model`) needs ``dry_run=True``.
         model: the model to receive the weights (any ``nn.Module``), changed in place.
         dry_run: predict the ledger and load nothing.
         class_names: ``(source_names, target_names)``: copy the final class layer's rows for
@@ -192,6 +196,8 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
         raise ValueError(f"dry_run must be True or False (got {dry_run!r})")
     layer_map = check_layer_map(layer_map)
     src = {k: (k, v) for k, v in source_state(source).items()}
+    if not dry_run:
+        _check_not_meta(src, model)
     src_prefixes = layer_prefixes(source if isinstance(source, nn.Module) else src, like=model)
     layers = numbered_layers(model)
     dst_prefixes = {layer.index: layer.name for layer in layers}
@@ -217,6 +223,15 @@ def transfer(source, model: nn.Module, *, dry_run: bool = False, class_names=Non
     if not dry_run and report.n_items and not report.n_transferred:
         warnings.warn(_nothing_transferred(report, src), UserWarning, stacklevel=2)
     return report
+
+
+def _check_not_meta(src: dict, model: nn.Module) -> None:
+    """Meta tensors (a manifest, a model built on the meta device) have shapes and no values: a ledger only."""
+    side = ("source" if any(t.is_meta for _, t in src.values()) else
+            "model" if any(t.is_meta for t in model.state_dict().values()) else None)
+    if side:
+        raise ValueError(f"the {side} holds shapes only (meta tensors, e.g. workbench.manifests.manifest_model): "
+                         "there are no values to copy. Pass dry_run=True to read the ledger")
 
 
 def _nothing_transferred(report: TransferReport, src: dict) -> str:

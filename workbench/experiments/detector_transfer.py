@@ -9,7 +9,7 @@ Example:
     >>> from workbench import build_model
     >>> report = transfer(build_model("n", "detect", nc=10), build_model("n", "detect", nc=3), dry_run=True)
     >>> sorted(branch_counts(report, 22))
-    ['cv2', 'cv3']
+    ['cv2', 'cv3', 'dfl']
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..checkpoints import pretrained
+from ..detection import detect_head
 from ..metrics import evaluate
 from ..models import build_model
 from ..runs import Run, run_all
@@ -38,12 +39,13 @@ DETECTOR_RECIPE = Recipe(epochs=4, batch_size=8, optimizer="adamw", lr=0.001)
 def branch_counts(report: TransferReport, layer: int) -> dict[str, Counter]:
     """The statuses of one numbered layer's entries, grouped by its direct sub-module.
 
-    For a workbench ``Detect`` head, ``cv2`` is the box branch and ``cv3`` the class branch.
+    For a workbench ``Detect`` head, ``cv2`` is the box branch, ``cv3`` the class branch and ``dfl``
+    (``reg_max > 1`` only) the fixed bin values.
 
     Example:
         >>> report = transfer(build_model("n", "detect", nc=10), build_model("n", "detect", nc=3), dry_run=True)
         >>> {part: dict(c) for part, c in branch_counts(report, 22).items()}
-        {'cv2': {'transferred': 42}, 'cv3': {'transferred': 36, 'shape_mismatch': 6}}
+        {'cv2': {'transferred': 42}, 'cv3': {'transferred': 36, 'shape_mismatch': 6}, 'dfl': {'transferred': 1}}
     """
     prefixes = {index: prefix for index, prefix, _, _ in report.layers}
     if layer not in prefixes:
@@ -80,7 +82,8 @@ def detector_runs(target_names: Sequence[str] = DETECT_TARGET, recipe: Recipe = 
                   val_scenes: int = 100) -> DetectorRuns:
     """Fine-tune a ``len(target_names)``-class detector twice on the same scenes: transferred and from scratch.
 
-    The transferred model gets the source's weights (default ``workbench.pretrained("shapes_detect_n")``),
+    The transferred model gets the source's weights (default ``workbench.pretrained("shapes_detect_n")``,
+    whose head is the light ``reg_max=1`` one; both targets are built with the source's ``reg_max``),
     with class rows copied by name when the source's class names are known (``source_names`` or
     ``source.pretrained_info``). Both runs go through :func:`workbench.runs.run_all` (built under
     ``seed``, trained with ``recipe`` on ``n_scenes`` scenes) and are scored by mAP@0.5 on
@@ -90,18 +93,19 @@ def detector_runs(target_names: Sequence[str] = DETECT_TARGET, recipe: Recipe = 
         >>> runs = detector_runs(recipe=DETECTOR_RECIPE.replace(epochs=1), source=build_model("n", "detect", nc=10),
         ...                      n_scenes=4, val_scenes=2)
         >>> sorted(runs.mAP50), runs.report.n_transferred
-        (['pretrained', 'scratch'], 348)
+        (['pretrained', 'scratch'], 349)
     """
     source = pretrained("shapes_detect_n") if source is None else source
     source_names = source_names or getattr(source, "pretrained_info", {}).get("classes")
     names = (list(source_names), list(target_names)) if source_names else None
+    reg_max = detect_head(source).reg_max  # the target's head takes the source's box branch whole
     train = shape_scenes(n_scenes, list(target_names), seed=seed + 1)
     val = shape_scenes(val_scenes, list(target_names), seed=seed + 10_001)
     reports: dict[str, TransferReport] = {}
 
     def start(transferred: bool):
         def build() -> nn.Module:
-            model = build_model(getattr(source, "scale", "n"), "detect", nc=len(target_names))
+            model = build_model(getattr(source, "scale", "n"), "detect", nc=len(target_names), reg_max=reg_max)
             if transferred:
                 reports["pretrained"] = transfer(source, model, class_names=names)
             return model
