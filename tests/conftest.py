@@ -6,7 +6,11 @@ import pytest
 import torch
 from foreign_models import TinyResNet
 
-from workbench import data
+os.environ["WORKBENCH_LANG"] = "en"  # the suite checks English text whatever the machine's locale (kernels inherit it)
+from workbench import data  # noqa: E402
+from workbench.i18n import set_language  # noqa: E402
+
+set_language("en")
 
 
 @pytest.fixture

@@ -245,7 +245,7 @@ def test_non_finite_gradient_stops_restores_and_names_the_layer(small_shapes):
     handle.remove()
     assert history.status == "non_finite" and history.step == 2
     found = history.non_finite
-    assert (found.step, found.kind, found.layer, found.parameter) == (2, "gradient", "layers.3", "layers.3.conv.weight")
+    assert (found.step, found.kind, found.layer, found.parameter) == (3, "gradient", "layers.3", "layers.3.conv.weight")
     assert "layers.3" in history.events[-1][1]
     assert all(torch.equal(v, kept[k]) for k, v in snapshot(model).items())
     assert len(history.layer_grad_norms) == len(history.grad_norm) == 2  # the bad step is in non_finite only

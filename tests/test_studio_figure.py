@@ -198,7 +198,7 @@ def test_the_first_non_finite_layer_is_marked():
     names = [r.name for r in rows]
     history = History(loss=[1.0, 1.0, 1.0], epoch=[0, 0, 0], grad_norm=[1.0, 2.0, 3.0], clip_coef=[1.0] * 3,
                       depth=[0, 0, 0], layer_names=names, layer_grad_norms=[[1.0] * 10] * 3, status="non_finite",
-                      non_finite=NonFinite(3, "gradient", float("inf"), "layers.4", "layers.4.cv1.conv.weight"))
+                      non_finite=NonFinite(4, "gradient", float("inf"), "layers.4", "layers.4.cv1.conv.weight"))
     mark = _trace(studio_figure(rows, history), "non-finite")
     assert (list(mark.x), list(mark.y)) == ([4], [4])  # the step that blew up, the row of layers.4
     assert "layers.4" in mark.hovertext[0]

@@ -18,6 +18,7 @@ from . import data, folders  # noqa: F401  (folders: importable as wb.folders, o
 from .checkpoints import inspect_checkpoint, load_weights, pretrained, save_weights
 from .export import export_ultralytics
 from .freezing import bn_drift, freeze, unfreeze
+from .i18n import set_language
 from .layers import numbered_layers
 from .metrics import evaluate  # noqa: F401  (importable, outside the 20 names)
 from .models import build_model, layer_table
@@ -43,6 +44,7 @@ __all__ = [
     "param_groups",
     "pretrained",
     "save_weights",
+    "set_language",
     "suggest_layer_map",
     "transfer",
     "unfreeze",

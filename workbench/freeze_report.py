@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from .i18n import N_, _, labels, ngettext
 from .layers import layer_index_of, numbered_layers
 from .table import Table, TableResult
 
@@ -61,32 +62,35 @@ class FreezeReport(TableResult):
         return self.total - sum(r.frozen for r in self.rows)
 
     def summary(self) -> str:
-        verb = {"freeze": "froze", "unfreeze": "unfroze", "set depth": "changed"}[self.action]
+        verb = {"freeze": _("froze"), "unfreeze": _("unfroze"), "set depth": _("changed")}[self.action]
         policy = f", bn={self.bn!r}" if self.bn else ""
         share = 100 * self.trainable / self.total if self.total else 0.0
         layers = sum(r.tensors > 0 for r in self.rows)
-        tensors = f"{self.tensors} tensor{'s' * (self.tensors != 1)}"
-        text = (f"{self.action} {self.selection}{policy}: {verb} {tensors} ({self.params:,} parameters) "
-                f"in {layers} layer{'s' * (layers != 1)}{self._empty_note()}; trainable {self.trainable:,} of "
-                f"{self.total:,} ({share:.1f}%)")
+        text = _("{action} {selection}{policy}: {verb} {tensors} ({params:,} parameters) in {layers}{empty}; "
+                 "trainable {trainable:,} of {total:,} ({share:.1f}%)").format(
+            action=self.action, selection=self.selection, policy=policy, verb=verb,
+            tensors=ngettext("{n} tensor", "{n} tensors", self.tensors).format(n=self.tensors), params=self.params,
+            layers=ngettext("{n} layer", "{n} layers", layers).format(n=layers), empty=self._empty_note(),
+            trainable=self.trainable, total=self.total, share=share)
         if self.untouched:
-            text += (f"; left alone {len(self.untouched)} tensors frozen outside the workbench "
-                     f"(e.g. {self.untouched[0]})")
+            text += _("; left alone {n} tensors frozen outside the workbench (e.g. {example})").format(
+                n=len(self.untouched), example=self.untouched[0])
         return text
 
     def _empty_note(self) -> str:
         if not self.empty:
             return ""
         names = ", ".join(str(i) for i in self.empty)
-        return (f" (layer {names} has no parameters)" if len(self.empty) == 1
-                else f" (layers {names} have no parameters)")
+        return ngettext(" (layer {names} has no parameters)", " (layers {names} have no parameters)",
+                        len(self.empty)).format(names=names)
 
-    HEADER = ("index", "name", "stage", "type", "changed", "changed params", "frozen", "params", "bn")
+    HEADER = (N_("index"), N_("name"), N_("stage"), N_("type"), N_("changed"), N_("changed params"), N_("frozen"),
+              N_("params"), "bn")
 
     def as_table(self) -> Table:
         rows = [{"index": r.index, "name": r.name, "stage": r.stage, "type": r.type, "changed": r.tensors,
                  "changed params": r.params, "frozen": r.frozen, "params": r.total, "bn": r.bn} for r in self.rows]
-        return Table(self.HEADER, rows, title=self.summary())
+        return Table(self.HEADER, rows, title=self.summary(), labels=labels(self.HEADER))
 
 
 def build_report(model, action, selection, bn, changed, untouched, norms, chosen=()) -> FreezeReport:

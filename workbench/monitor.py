@@ -59,7 +59,9 @@ def clip_coefficient(total_norm: float, max_norm: float | None) -> float:
 
 @dataclass(frozen=True)
 class NonFinite:
-    """Where a run stopped: the step, what was non-finite (``"loss"`` or ``"gradient"``), the layer and parameter."""
+    """Where a run stopped: the step that failed (counted from 1, as the event says; the model holds the
+    weights of the step before), what was non-finite (``"loss"``, ``"gradient"`` or ``"weights"``), the layer
+    and parameter."""
 
     step: int
     kind: str
@@ -71,7 +73,8 @@ class NonFinite:
     def message(self) -> str:
         where = f" in layer {self.layer}" if self.layer else ""
         where += f" (parameter {self.parameter})" if self.parameter else ""
-        return f"non-finite {self.kind} {self.value} at step {self.step}{where}; weights restored"
+        held = "the starting weights" if self.step == 1 else f"the weights of step {self.step - 1}"
+        return f"non-finite {self.kind} {self.value} at step {self.step}{where}; the model holds {held} (restored)"
 
 
 class GradientMonitor:

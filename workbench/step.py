@@ -218,12 +218,12 @@ def _weights_of(step: int) -> str:
 
 def record_non_finite(history, failed: StepFailed) -> None:
     """Record where the run blew up; the model already holds the weights of the last recorded step."""
-    found = NonFinite(history.step, failed.kind, failed.value, failed.layer, failed.parameter)
+    found = NonFinite(history.step + 1, failed.kind, failed.value, failed.layer, failed.parameter)
     where = f" in layer {found.layer}" if found.layer else ""
     where += f" (parameter {found.parameter})" if found.parameter else ""
     history.non_finite, history.status = found, "non_finite"
-    history.events.append((found.step, f"step {found.step + 1}: non-finite {found.kind} {found.value}{where}; "
-                                       f"the model holds {_weights_of(found.step)} (restored)"))
+    history.events.append((history.step, f"step {found.step}: non-finite {found.kind} {found.value}{where}; "
+                                         f"the model holds {_weights_of(history.step)} (restored)"))
 
 
 def record_failure(history, model: nn.Module, error: Exception) -> None:

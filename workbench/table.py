@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from html import escape
 
@@ -52,11 +53,12 @@ class Table:
         notes: lines below it.
         indent: spaces before every text line of the table.
         footer: a last row set apart (totals).
+        labels: ``{column: heading}`` for headings that differ from the column names (a translation).
     """
 
     def __init__(self, columns: Sequence[str], rows: Iterable[Mapping] = (), *, title: str = "",
                  notes: Sequence[str] = (), indent: int = 0, footer: Mapping | None = None, caption: str = "",
-                 row_style: Callable[[Mapping], str] | None = None):
+                 row_style: Callable[[Mapping], str] | None = None, labels: Mapping[str, str] | None = None):
         self.columns = tuple(columns)
         self.rows = [dict(row) for row in rows]
         unknown = {k for row in self.rows for k in row} - set(self.columns)
@@ -64,6 +66,7 @@ class Table:
             raise ValueError(f"rows name columns {sorted(unknown)} that the table does not have: {self.columns}")
         self.title, self.notes, self.indent, self.footer = title, tuple(notes), indent, footer
         self.caption, self.row_style = title or caption, row_style
+        self.headings = tuple((labels or {}).get(c, c) for c in self.columns)
 
     def _tr(self, row: Mapping) -> str:
         style = self.row_style(row) if self.row_style else ""
@@ -79,14 +82,14 @@ class Table:
 
     def lines(self) -> Iterator[str]:
         """The text lines: title, header, rows, footer, notes."""
-        body = [list(self.columns)] + [self._cells(r) for r in self.rows] + (
+        body = [list(self.headings)] + [self._cells(r) for r in self.rows] + (
             [self._cells(self.footer)] if self.footer else [])
-        widths = [max(len(row[k]) for row in body) for k in range(len(self.columns))]
+        widths = [max(width(row[k]) for row in body) for k in range(len(self.columns))]
         right = self._right(body[1:])
         if self.title:
             yield self.title
         for row in body:
-            padded = (v.rjust(w) if r else v.ljust(w) for v, w, r in zip(row, widths, right))
+            padded = (pad(v, w, r) for v, w, r in zip(row, widths, right))
             yield (" " * self.indent + "  ".join(padded)).rstrip()
         yield from self.notes
 
@@ -97,13 +100,29 @@ class Table:
 
     def _repr_html_(self) -> str:
         caption = f"<caption>{escape(self.caption)}</caption>" if self.caption else ""
-        head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
+        head = "".join(f"<th>{escape(c)}</th>" for c in self.headings)
         body = "".join(self._tr(r) + "".join(f"<td>{escape(v)}</td>" for v in self._cells(r)) + "</tr>"
                        for r in self.rows)
         foot = ("<tr>" + "".join(f"<th>{escape(v)}</th>" for v in self._cells(self.footer)) + "</tr>"
                 if self.footer else "")
         notes = "".join(f"<p>{escape(n)}</p>" for n in self.notes)
         return f"<table>{caption}<tr>{head}</tr>{body}{foot}</table>{notes}"
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: CJK characters take two.
+
+    Example:
+        >>> width("layer"), width("冻结")
+        (5, 4)
+    """
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, columns: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``columns`` terminal columns, on the left when ``right``."""
+    space = " " * max(columns - width(text), 0)
+    return space + text if right else text + space
 
 
 def find_row(rows: Iterable, field: str, value):

@@ -49,6 +49,7 @@ from .fit_checks import (
 )
 from .fit_options import Freeze, Optim, as_freeze, as_optim
 from .freezing import check_optimizer_holds, check_schedule, depth_at, set_freeze_depth
+from .i18n import _, ngettext
 from .metrics import evaluate
 from .monitor import GradientMonitor, NonFinite
 from .optim import make_optimizer
@@ -119,15 +120,18 @@ class History:
             self.val.setdefault(key, []).append(value)
 
     def __repr__(self) -> str:
-        last = f", last loss {self.loss[-1]:.4f}" if self.loss else ""
-        val = ", ".join(f"val {k} {v[-1]:.4f}" for k, v in self.val.items() if v)
-        return f"History({self.status}: {self.step} steps, {self._epochs_text()}{last}{', ' + val if val else ''})"
+        last = _(", last loss {loss:.4f}").format(loss=self.loss[-1]) if self.loss else ""
+        val = _(", ").join(_("val {metric} {value:.4f}").format(metric=k, value=v[-1]) for k, v in self.val.items()
+                           if v)
+        return _("History({status}: {steps} steps, {epochs}{last}{val})").format(
+            status=self.status, steps=self.step, epochs=self._epochs_text(), last=last,
+            val=_(", ") + val if val else "")
 
     def _epochs_text(self) -> str:
         """``"6 epochs"`` for a finished run; a stopped one names the epoch it stopped in and how many it completed."""
         if self.status in ("new", "completed"):
-            return f"{self.epochs_done} epoch{'s' * (self.epochs_done != 1)}"
-        return f"stopped in epoch {self.epochs_done + 1} ({self.epochs_done} completed)"
+            return ngettext("{n} epoch", "{n} epochs", self.epochs_done).format(n=self.epochs_done)
+        return _("stopped in epoch {epoch} ({n} completed)").format(epoch=self.epochs_done + 1, n=self.epochs_done)
 
 
 @contextlib.contextmanager

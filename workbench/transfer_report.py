@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import NamedTuple
 
+from .i18n import N_, _, gloss, labels
 from .table import Table
 
 STATUSES = ("transferred", "partial", "adapted", "shape_mismatch", "missing_in_source", "unused")
@@ -141,19 +142,23 @@ class TransferReport:
         n_params = sum(r.parameter for r in target)
         n_nbt = sum(r.name.endswith("num_batches_tracked") for r in target)
         params = sum(r.numel for r in target if r.parameter)
-        lines = [self.headline + ("  (dry run: nothing loaded)" if self.dry_run else "")]
+        lines = [self.headline + (_("  (dry run: nothing loaded)") if self.dry_run else "")]
+        note = gloss("  (Ultralytics' own log line, kept as printed: of all the state_dict entries of the new model, "
+                     "parameters and BatchNorm buffers alike, those whose name and shape matched and were copied)")
+        lines += [note] if note else []
         if self.layout:
             lines.append(f"  {self.layout}")
         if c["adapted"]:
-            lines.append(f"  plus {c['adapted']} adapted to other input channels (not counted above)")
+            lines.append(_("  plus {n} adapted to other input channels (not counted above)").format(n=c["adapted"]))
         if c["partial"]:
-            lines.append(f"  plus {c['partial']} partial (class rows copied by name; not counted above)")
-        lines.append(f"Parameter coverage: {100 * self.coverage:.1f}% of {params:,} values")
-        lines.append(f"Items: {n_params} parameters + {len(target) - n_params} buffers "
-                     f"({n_nbt} num_batches_tracked)")
-        lines.append("Entries: " + ", ".join(f"{s} {c[s]}" for s in STATUSES))
+            lines.append(_("  plus {n} partial (class rows copied by name; not counted above)").format(n=c["partial"]))
+        lines.append(_("Parameter coverage: {coverage:.1f}% of {values:,} values").format(
+            coverage=100 * self.coverage, values=params))
+        lines.append(_("Items: {params} parameters + {buffers} buffers ({nbt} num_batches_tracked)").format(
+            params=n_params, buffers=len(target) - n_params, nbt=n_nbt))
+        lines.append(_("Entries: ") + ", ".join(f"{s} {c[s]}" for s in STATUSES))
         if self.layer_map:
-            lines.append(f"Layer map (source -> target): {self.layer_map}")
+            lines.append(_("Layer map (source -> target): {layer_map}").format(layer_map=self.layer_map))
         return lines
 
     def _detail_rows(self) -> list[Row]:
@@ -161,19 +166,20 @@ class TransferReport:
 
     def layer_table(self) -> Table:
         """Per numbered layer: its entries by status and the share of its parameter values copied."""
-        header = ("layer", "name", "stage", "type", "items", "transferred", "partial", "adapted", "mismatch",
-                  "missing", "coverage")
+        header = (N_("layer"), N_("name"), N_("stage"), N_("type"), N_("items"), "transferred", "partial", "adapted",
+                  "mismatch", "missing", N_("coverage"))
         rows = [{"layer": s.index, "name": s.name, "stage": s.stage, "type": s.type, "items": s.items,
                  "transferred": s.transferred, "partial": s.partial, "adapted": s.adapted,
                  "mismatch": s.shape_mismatch, "missing": s.missing_in_source, "coverage": f"{100 * s.coverage:.1f}%"}
                 for s in self.by_layer()]
-        return Table(header, rows, indent=2, title="Per layer:")
+        return Table(header, rows, indent=2, title=_("Per layer:"), labels=labels(header))
 
     def detail_table(self) -> Table:
         """Every entry that did not transfer whole, with its shapes (coloured by status in HTML)."""
         rows = [{"status": r.status, "entry": r.name, "shapes": _shapes(r), "note": r.note}
                 for r in self._detail_rows()]
-        return Table(("status", "entry", "shapes", "note"), rows, indent=2, title="Not transferred whole:",
+        header = ("status", N_("entry"), N_("shapes"), N_("note"))
+        return Table(header, rows, indent=2, title=_("Not transferred whole:"), labels=labels(header),
                      row_style=lambda row: f"background:{STATUS_COLOURS[row['status']]}")
 
     def __str__(self) -> str:
@@ -190,7 +196,7 @@ class TransferReport:
         summary = "<br>".join(escape(line) for line in self._summary_lines())
         details = self.detail_table()._repr_html_()
         return (f"<div><b>{summary}</b>{self.layer_table()._repr_html_()}"
-                f"<details><summary>entries not transferred whole</summary>{details}</details></div>")
+                f"<details><summary>{_('entries not transferred whole')}</summary>{details}</details></div>")
 
 
 def _shapes(r: Row) -> str:

@@ -145,3 +145,23 @@ def test_weight_transfer_lesson_panel_follows_the_class_count(lab_server, page, 
     box.fill("10")
     box.press("Enter")
     expect(counts).to_contain_text("Transferred 158/158 items")
+
+
+def test_start_here_in_chinese_shows_chinese_labels(lab_server, page, scratch_copy, screenshot_on_failure):
+    """The Chinese 00 switches the workbench to Chinese in its first cell: the studio speaks Chinese."""
+    from playwright.sync_api import expect
+
+    nb = open_and_run_all(page, lab_server, scratch_copy("zh/00_start_here.ipynb"))
+    expect(nb.locator(".jp-OutputArea-output", has_text="checks ok")).to_be_visible(timeout=180_000)
+    assert nb.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0
+    studio = nb.locator(".widget-vbox", has=page.locator(".widget-button", has_text="开始")).first
+    for caption in ("开始", "停止", "重置"):
+        expect(studio.locator(".widget-button", has_text=caption).first).to_be_visible()
+    expect(studio.locator(".widget-inline-hbox", has_text="轮数").first).to_be_visible()
+    assert studio.locator(".widget-button", has_text=re.compile(r"^(Start|Stop|Reset)$")).count() == 0
+    texts = nb.locator(".js-plotly-plot").first.evaluate(
+        "g => [g.layout.title && g.layout.title.text, ...Object.keys(g.layout).filter(k => k.startsWith('yaxis'))"
+        ".map(k => g.layout[k].title && g.layout[k].title.text), ...(g.data || []).map(t => t.name)]")
+    assert any(re.search(r"[\u4e00-\u9fff]", str(t)) for t in texts), texts
+    ART.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ART / "studio_in_chinese.png"), full_page=True)

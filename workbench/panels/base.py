@@ -26,6 +26,8 @@ import numpy as np
 import plotly.graph_objects as go
 import traitlets
 
+from ..i18n import _
+
 STYLE = {"description_width": "initial"}  # slider descriptions are cut without it
 _SKIP_LAYOUT = ("template",)  # the template never changes between two figures of one plot function
 
@@ -254,19 +256,20 @@ class Worker:
         """Whether the run already reached ``epochs`` (the status then says how to go on)."""
         history = getattr(self, "history", None)
         if history is not None and history.status == "completed" and history.epochs_done >= self.epochs.value:
-            self.status.value = f"finished {history.epochs_done} epochs: raise epochs to train further, or Reset"
+            self.status.value = _("finished {n} epochs: raise epochs to train further, or Reset").format(
+                n=history.epochs_done)
             return True
         return False
 
     def _make_run_controls(self, epochs: int, batch_size: int) -> None:
         """``epochs`` and ``batch_size`` boxes and the Start / Stop / Reset buttons, wired to the panel's methods."""
-        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=10_000, description="epochs", style=STYLE,
+        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=10_000, description=_("epochs"), style=STYLE,
                                              layout=widgets.Layout(width="150px"))
-        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description="batch size",
+        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description=_("batch size"),
                                                  style=STYLE, layout=widgets.Layout(width="170px"))
-        self.start_button = widgets.Button(description="Start", button_style="success", icon="play")
-        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
-        self.reset_button = widgets.Button(description="Reset", icon="undo")
+        self.start_button = widgets.Button(description=_("Start"), button_style="success", icon="play")
+        self.stop_button = widgets.Button(description=_("Stop"), button_style="danger", icon="stop")
+        self.reset_button = widgets.Button(description=_("Reset"), icon="undo")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.reset_button.on_click(lambda _: self.reset())

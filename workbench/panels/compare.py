@@ -11,12 +11,16 @@ from collections.abc import Callable, Iterable
 import ipywidgets as widgets
 from torch import nn
 
+from ..i18n import N_, _, labels
 from ..layers import numbered_layers
 from ..plots import compare_runs
 from ..runs import RUNS, default_build, default_source, paired_runs
 from ..table import Table
 from ..training import History
 from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
+
+RUN_TABLE = (N_("run"), N_("status"), N_("steps"), N_("last loss"), N_("val accuracy"), N_("best"),
+             N_("trainable at end"), N_("seconds"))
 
 
 class ComparePanel(Panel, Worker):
@@ -46,19 +50,19 @@ class ComparePanel(Panel, Worker):
         self.models: dict[str, nn.Module] = {}
         self.redraws = 0
         n_layers = len(numbered_layers(self.build(nc or getattr(train, "nc", 2))))
-        self.runs = widgets.SelectMultiple(options=RUNS, value=tuple(runs), description="runs", style=STYLE, rows=4)
-        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=1000, description="epochs", style=STYLE,
+        self.runs = widgets.SelectMultiple(options=RUNS, value=tuple(runs), description=_("runs"), style=STYLE, rows=4)
+        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=1000, description=_("epochs"), style=STYLE,
                                              layout=widgets.Layout(width="150px"))
-        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description="batch size",
+        self.batch_size = widgets.BoundedIntText(value=batch_size, min=1, max=100_000, description=_("batch size"),
                                                  style=STYLE, layout=widgets.Layout(width="170px"))
         self.depth = widgets.IntSlider(value=n_layers - 1 if depth is None else depth, min=0, max=n_layers - 1,
-                                       description="freeze depth (frozen, staged)", style=STYLE)
+                                       description=_("freeze depth (frozen, staged)"), style=STYLE)
         self.unfreeze_at = widgets.BoundedIntText(value=unfreeze_at, min=1, max=1000, style=STYLE,
-                                                  description="staged: unfreeze at epoch",
+                                                  description=_("staged: unfreeze at epoch"),
                                                   layout=widgets.Layout(width="230px"))
-        self.run_button = widgets.Button(description="Run", button_style="success", icon="play")
-        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
-        self.status = widgets.HTML("press Run")
+        self.run_button = widgets.Button(description=_("Run"), button_style="success", icon="play")
+        self.stop_button = widgets.Button(description=_("Stop"), button_style="danger", icon="stop")
+        self.status = widgets.HTML(_("press Run"))
         self.table = widgets.HTML()
         self.figure = live_figure(compare_runs({name: History() for name in self.runs.value} or {"": History()}))
         self.run_button.on_click(lambda _: self.start())
@@ -74,7 +78,7 @@ class ComparePanel(Panel, Worker):
             return False
         self._throttle = Throttle(self.redraw_per_second)
         self.histories, self.models = {}, {}
-        self.status.value = "training..."
+        self.status.value = _("training...")
         return self._launch(self._train)
 
     def _result(self) -> dict[str, History]:
@@ -100,7 +104,7 @@ class ComparePanel(Panel, Worker):
         self.redraws += 1
         self.table.value = self._table()
         going = [n for n, h in self.histories.items() if h.status == "running"]
-        self.status.value = f"training {going[0]}..." if going else "done: " + ", ".join(
+        self.status.value = _("training {run}...").format(run=going[0]) if going else _("done: ") + ", ".join(
             f"{n} {h.status}" for n, h in self.histories.items())
 
     def _table(self) -> str:
@@ -114,8 +118,8 @@ class ComparePanel(Panel, Worker):
                          "best": f"{max(accuracy):.3f}" if accuracy else None,
                          "trainable at end": sum(p.numel() for p in model.parameters() if p.requires_grad)
                          if model is not None else 0, "seconds": f"{history.seconds:.1f}"})
-        return Table(("run", "status", "steps", "last loss", "val accuracy", "best", "trainable at end", "seconds"),
-                     rows)._repr_html_()
+        return Table(RUN_TABLE, rows, labels=labels(RUN_TABLE))._repr_html_()
 
     def _failed(self, err: BaseException) -> None:
-        self.status.value = f"<span style='color:#b00'>training failed: {html.escape(repr(err), quote=False)}</span>"
+        self.status.value = _("<span style='color:#b00'>training failed: {error}</span>").format(
+            error=html.escape(repr(err), quote=False))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..freezing import BN_POLICIES, set_freeze_depth
+from ..i18n import N_, _, gloss, labels, ngettext
 from ..layers import numbered_layers
 from ..modes import eval_mode
 from ..plots import freeze_map
@@ -27,6 +28,7 @@ from ..training import step_time
 from .base import STYLE, Panel, live_figure, refresh_figure
 
 SLIDER_STYLE = STYLE
+DEPTH_TABLE = (N_("index"), N_("name"), N_("stage"), N_("type"), N_("params"), N_("would be"))
 
 
 def depth_summary(model: nn.Module, depth: int) -> str:
@@ -34,19 +36,23 @@ def depth_summary(model: nn.Module, depth: int) -> str:
     layers = numbered_layers(model)
     frozen = sum(p.numel() for layer in layers[:depth] for p in layer.module.parameters())
     total = sum(p.numel() for p in model.parameters())
-    which = {0: "no layer", 1: "layer 0"}.get(depth, f"layers 0-{depth - 1}")
-    span = which + " frozen" + (f" ({frozen:,} parameters)" if depth else "")
+    span = {0: _("no layer frozen"), 1: _("layer 0 frozen")}.get(depth) or _("layers 0-{last} frozen").format(
+        last=depth - 1)
+    span += _(" ({n:,} parameters)").format(n=frozen) if depth else ""
     rest = len(layers) - depth
-    return f"depth={depth}: {span}, {rest} layer{'s' * (rest != 1)} trainable ({total - frozen:,} parameters)"
+    trainable = ngettext("{n} layer trainable ({params:,} parameters)", "{n} layers trainable ({params:,} parameters)",
+                         rest).format(n=rest, params=total - frozen)
+    yolo = gloss(" (the layers YOLOv5's --freeze {depth} freezes)").format(depth=depth) if depth else ""
+    return _("depth={depth}: {span}, {trainable}").format(depth=depth, span=span, trainable=trainable) + yolo
 
 
 def depth_table_html(model: nn.Module, depth: int) -> str:
     """The layer list with the layers a freeze depth would freeze shaded."""
     rows = [{"index": layer.index, "name": layer.name, "stage": layer.stage, "type": layer.type,
              "params": sum(p.numel() for p in layer.module.parameters()),
-             "would be": "frozen" if layer.index < depth else "trainable"} for layer in numbered_layers(model)]
-    return Table(("index", "name", "stage", "type", "params", "would be"), rows,
-                 row_style=lambda row: "background:#dbe9f6;color:#555" if row["would be"] == "frozen" else ""
+             "would be": _("frozen") if layer.index < depth else _("trainable")} for layer in numbered_layers(model)]
+    return Table(DEPTH_TABLE, rows, labels=labels(DEPTH_TABLE),
+                 row_style=lambda row: "background:#dbe9f6;color:#555" if row["would be"] == _("frozen") else ""
                  )._repr_html_()
 
 
@@ -56,7 +62,7 @@ class FreezeDepthPreview(widgets.VBox):
     def __init__(self, model: nn.Module, depth: int = 0):
         self.model = model
         n_layers = len(numbered_layers(model))
-        self.depth = widgets.IntSlider(value=depth, min=0, max=n_layers - 1, description="freeze depth",
+        self.depth = widgets.IntSlider(value=depth, min=0, max=n_layers - 1, description=_("freeze depth"),
                                        style=SLIDER_STYLE, continuous_update=True)
         self.summary = widgets.Label()
         self.table = widgets.HTML()
@@ -108,9 +114,9 @@ class FreezePanel(Panel):
         self.model = model if inplace else copy.deepcopy(model)
         n_layers = len(numbered_layers(self.model))
         self.steps = steps
-        self.depth = widgets.IntSlider(value=depth, min=0, max=n_layers - 1, description="freeze depth",
+        self.depth = widgets.IntSlider(value=depth, min=0, max=n_layers - 1, description=_("freeze depth"),
                                        style=STYLE, continuous_update=False)
-        self.bn = widgets.Dropdown(options=BN_POLICIES, value=bn, description="BatchNorm policy", style=STYLE)
+        self.bn = widgets.Dropdown(options=BN_POLICIES, value=bn, description=_("BatchNorm policy"), style=STYLE)
         self.summary = widgets.Label()
         self.timing = widgets.Label()
         self.message = widgets.HTML()
@@ -135,8 +141,10 @@ class FreezePanel(Panel):
         frozen = report.total - report.trainable
         share = 100 * report.trainable / report.total if report.total else 0.0
         span = frozen_span(freeze_rows(self.model), depth)  # the freeze map's title says the same
-        self.summary.value = (f"depth={depth}, bn={self.bn.value!r}: {span}, {frozen:,} parameters frozen; "
-                              f"trainable {report.trainable:,} of {report.total:,} ({share:.1f}%)")
+        self.summary.value = _("depth={depth}, bn={bn!r}: {span}, {frozen:,} parameters frozen; "
+                               "trainable {trainable:,} of {total:,} ({share:.1f}%)").format(
+            depth=depth, bn=self.bn.value, span=span, frozen=frozen, trainable=report.trainable, total=report.total,
+            share=share)
         refresh_figure(self.figure, freeze_map(self.model, depth=depth))
         self.step_seconds = step_time(self.model, *self.example, steps=self.steps) if self.steps else None
         if depth == 0 and self.step_seconds is not None:
@@ -145,7 +153,7 @@ class FreezePanel(Panel):
 
     def _timing_text(self) -> str:
         if self.step_seconds is None:
-            return "step time: not measured (steps=0)"
-        batch = len(self.example[0])
-        return (f"one training step on {batch} images: {1000 * self.step_seconds:.1f} ms "
-                f"({self.step_seconds / self.full_step:.2f}x the {1000 * self.full_step:.1f} ms with nothing frozen)")
+            return _("step time: not measured (steps=0)")
+        return _("one training step on {batch} images: {ms:.1f} ms ({ratio:.2f}x the {full_ms:.1f} ms with nothing "
+                 "frozen)").format(batch=len(self.example[0]), ms=1000 * self.step_seconds,
+                                   ratio=self.step_seconds / self.full_step, full_ms=1000 * self.full_step)

@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import data
 from ..checkpoints import pretrained as shipped
+from ..i18n import _
 from ..models import INIT_SCHEMES
 from ..plots.signals import PRETRAINED, signal_figure
 from ..stability import SignalRow, signal_propagation
@@ -49,10 +50,10 @@ class InitExplorer(Panel):
         self.seed = seed
         self.model = model if model is not None else shipped("shapes_n")
         self.x = x if x is not None else data.shapes(4, seed=seed).x
-        self.schemes = widgets.SelectMultiple(options=INIT_SCHEMES, value=tuple(schemes), description="schemes",
+        self.schemes = widgets.SelectMultiple(options=INIT_SCHEMES, value=tuple(schemes), description=_("schemes"),
                                               style=STYLE, rows=len(INIT_SCHEMES))
-        self.batchnorm = widgets.Checkbox(value=batchnorm, description="with BatchNorm", style=STYLE)
-        self.pretrained = widgets.Checkbox(value=pretrained, description="the model's own (pretrained) weights",
+        self.batchnorm = widgets.Checkbox(value=batchnorm, description=_("with BatchNorm"), style=STYLE)
+        self.pretrained = widgets.Checkbox(value=pretrained, description=_("the model's own (pretrained) weights"),
                                            style=STYLE)
         self.rows: list[SignalRow] = []
         self.figure = live_figure(signal_figure(self._measure()))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import PRETRAINED, pretrained
+from ..i18n import _
 from ..models import build_model
 from ..transfer import TransferReport, source_state, transfer
 
@@ -48,16 +49,16 @@ def _build_like(source, train) -> Callable[[int], nn.Module]:
 def _resolve_source(source) -> tuple[object, str]:
     """The source as a model or a state_dict, and how to describe it."""
     if isinstance(source, str) and source in PRETRAINED:
-        return pretrained(source), f"shipped weights {source!r}"
+        return pretrained(source), _("shipped weights {name!r}").format(name=source)
     if isinstance(source, (str, Path)):
         if not Path(source).exists():
             raise ValueError(f"source={str(source)!r} is neither shipped weights ({sorted(PRETRAINED)}) nor an "
                              f"existing checkpoint file: pass one of those, a model, a state_dict, or None (scratch)")
-        return source_state(source), f"checkpoint {Path(source).name}"
+        return source_state(source), _("checkpoint {name}").format(name=Path(source).name)
     if isinstance(source, nn.Module):
-        return source, f"{type(source).__name__} weights"
+        return source, _("{cls} weights").format(cls=type(source).__name__)
     if isinstance(source, dict):
-        return source, "a state_dict"
+        return source, _("a state_dict")
     raise ValueError(f"source must be shipped weights ({sorted(PRETRAINED)}), a checkpoint path, an nn.Module, a "
                      f"state_dict or None (scratch); got {type(source).__name__}")
 
@@ -78,8 +79,8 @@ def starting_model(source, train, *, model: nn.Module | None = None,
         if target is None:
             torch.manual_seed(seed)
             target = (build or _build_like(None, train))(getattr(train, "nc", 10))
-        what = f"scratch (random initialisation, seed {seed})" if source is None and model is None else (
-            f"your {type(target).__name__} as it is")
+        what = _("scratch (random initialisation, seed {seed})").format(seed=seed) if source is None and model is None \
+            else _("your {cls} as it is").format(cls=type(target).__name__)
         return Start(target, None, what)
     weights, what = _resolve_source(source)
     if model is None:

@@ -25,6 +25,7 @@ import ipywidgets as widgets
 from torch import nn
 
 from ..freezing import BN_POLICIES, set_freeze_depth
+from ..i18n import _
 from ..layers import numbered_layers
 from ..monitor import snapshot, weight_drift
 from ..optim import make_optimizer, param_groups
@@ -85,21 +86,21 @@ class Studio(Panel, Worker):
     def _make_controls(self, depth, bn, lr0, head_mult, profile, epochs, batch_size) -> None:
         n_layers = len(numbered_layers(self.model))
         slider = dict(style=STYLE, continuous_update=False)
-        self.depth = widgets.IntSlider(value=depth, min=0, max=max(n_layers - 1, 0), description="freeze depth",
+        self.depth = widgets.IntSlider(value=depth, min=0, max=max(n_layers - 1, 0), description=_("freeze depth"),
                                        **slider)
         self.bn = widgets.Dropdown(options=BN_POLICIES, value=bn, description="BatchNorm", style=STYLE,
                                    layout=widgets.Layout(width="180px"))
         self.lr0 = widgets.FloatLogSlider(value=lr0, base=10, min=-4, max=0, step=0.1, description="lr0",
                                           readout_format=".4f", **slider)
-        self.head_mult = widgets.FloatSlider(value=head_mult, min=1, max=20, step=0.5, description="head LR x",
+        self.head_mult = widgets.FloatSlider(value=head_mult, min=1, max=20, step=0.5, description=_("head LR x"),
                                              **slider)
-        self.profile = widgets.Dropdown(options=PROFILES, value=profile, description="warmup", style=STYLE,
+        self.profile = widgets.Dropdown(options=PROFILES, value=profile, description=_("warmup"), style=STYLE,
                                         layout=widgets.Layout(width="200px"))
         self._make_run_controls(epochs, batch_size)
-        amp = " with AMP" if self.device.type == "cuda" and self.fit_options.get("amp", True) else ""
+        amp = _(" with AMP") if self.device.type == "cuda" and self.fit_options.get("amp", True) else ""
         self._device_text = f"{self.device.type.upper()}{amp}"
         self.badge = widgets.HTML(self._badge_html())
-        self.status = widgets.HTML(html.escape(f"{self.source_text} · press Start"))
+        self.status = widgets.HTML(html.escape(_("{source} · press Start").format(source=self.source_text)))
         for control in (self.depth, self.bn, self.lr0, self.head_mult, self.profile, self.epochs, self.batch_size):
             control.observe(self._changed, names="value")
 
@@ -109,15 +110,15 @@ class Studio(Panel, Worker):
             widgets.HBox([self.depth, self.bn]), widgets.HBox([self.lr0, self.head_mult, self.profile])])
 
     def _replay_box(self) -> widgets.HBox:
-        self.replay = widgets.Play(value=0, min=0, max=0, step=1, interval=150, description="replay")
-        self.frame = widgets.IntSlider(value=0, min=0, max=0, description="replay step", style=STYLE,
+        self.replay = widgets.Play(value=0, min=0, max=0, step=1, interval=150, description=_("replay"))
+        self.frame = widgets.IntSlider(value=0, min=0, max=0, description=_("replay step"), style=STYLE,
                                        layout=widgets.Layout(width="60%"))
         widgets.jslink((self.replay, "value"), (self.frame, "value"))
         self.frame.observe(self._replay_frame, names="value")
         return widgets.HBox([self.replay, self.frame])
 
     def _badge_html(self, images_per_second: float | None = None) -> str:
-        rate = f" · {images_per_second:,.0f} images/s" if images_per_second else ""
+        rate = _(" · {rate:,.0f} images/s").format(rate=images_per_second) if images_per_second else ""
         return (f"<span style='background:#eef;border-radius:4px;padding:2px 6px'>"
                 f"{self._device_text}{rate}</span>")
 
@@ -171,7 +172,7 @@ class Studio(Panel, Worker):
             control.disabled = True  # a running or continued run keeps them; the slider steers
         self._throttle = Throttle(self.redraw_per_second)
         self._clock = (time.perf_counter(), self.history.step if self.history is not None else 0)
-        self.status.value = "training..."
+        self.status.value = _("training...")
         return self._launch(self._train)
 
     def run(self, wait: bool = True) -> History | None:
@@ -193,7 +194,7 @@ class Studio(Panel, Worker):
             control.disabled = False
         self.frame.max = 0
         self._changed()
-        self.status.value = html.escape(f"{self.source_text} · reset: press Start")
+        self.status.value = html.escape(_("{source} · reset: press Start").format(source=self.source_text))
         return True
 
     def _train(self) -> None:
@@ -253,12 +254,15 @@ class Studio(Panel, Worker):
 
     def _status_text(self, history: History) -> str:
         if history.status == "new":
-            return html.escape(f"{self.source_text} · depth {self.depth.value}: press Start")
-        val = ", ".join(f"val {k} {v[-1]:.3f}" for k, v in history.val.items() if v)
-        loss = f", loss {history.loss[-1]:.4f}" if history.loss else ""
+            return html.escape(_("{source} · depth {depth}: press Start").format(source=self.source_text,
+                                                                                  depth=self.depth.value))
+        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1])
+                        for k, v in history.val.items() if v)
+        loss = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
         last = f" · {history.events[-1][1]}" if history.events else ""
-        return html.escape(f"{history.status}: step {history.step}, epoch {history.epochs_done}{loss}"
-                           + (f", {val}" if val else "") + last)
+        return html.escape(_("{status}: step {step}, epoch {epoch}").format(
+            status=history.status, step=history.step, epoch=history.epochs_done) + loss + (f", {val}" if val else "")
+            + last)
 
     def _replay_frame(self, change=None) -> None:
         """The replay moved: draw the run as it was after that many steps (not while training)."""
@@ -267,4 +271,5 @@ class Studio(Panel, Worker):
         refresh_figure(self.figure, self.figure_at(self.frame.value))
 
     def _failed(self, err: BaseException) -> None:
-        self.status.value = f"<span style='color:#b00'>training failed: {html.escape(repr(err), quote=False)}</span>"
+        self.status.value = _("<span style='color:#b00'>training failed: {error}</span>").format(
+            error=html.escape(repr(err), quote=False))

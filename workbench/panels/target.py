@@ -21,9 +21,12 @@ from ..experiments.pretraining import (
     checked_build,
 )
 from ..experiments.recipe import Recipe, Target
+from ..i18n import N_, _, labels
 from ..table import Table
 from .base import STYLE, Panel
 from .compare import ComparePanel
+
+BN_TABLE = (N_("run"), N_("val accuracy, as trained"), N_("val accuracy, BatchNorm re-estimated"))
 
 
 class BNComparePanel(ComparePanel):
@@ -48,8 +51,8 @@ class BNComparePanel(ComparePanel):
         rows = [{"run": name, "val accuracy, as trained": f"{h.val['accuracy'][-1]:.3f}",
                  "val accuracy, BatchNorm re-estimated": f"{self.accuracy_bn[name]:.3f}"}
                 for name, h in self.histories.items() if name in getattr(self, "accuracy_bn", {})]
-        table = Table(("run", "val accuracy, as trained", "val accuracy, BatchNorm re-estimated"), rows,
-                      title="after the last epoch")._repr_html_() if rows else ""
+        table = Table(BN_TABLE, rows, title=_("after the last epoch"), labels=labels(BN_TABLE))._repr_html_() \
+            if rows else ""
         return super()._table() + table
 
 
@@ -81,11 +84,12 @@ class TargetPanel(Panel):
                  n_per_class: int | None = None, gap: float | None = None, seed: int = 0, hide: Iterable[str] = ()):
         knobs = {"domain": domain, "n_per_class": n_per_class, "gap": gap}
         self.target = target = target.replace(**{k: v for k, v in knobs.items() if v is not None})
-        self.domain = widgets.ToggleButtons(options=DOMAINS, value=target.domain, description="target domain",
+        self.domain = widgets.ToggleButtons(options=DOMAINS, value=target.domain, description=_("target domain"),
                                             style=STYLE)
-        self.n_per_class = widgets.IntSlider(value=target.n_per_class, min=2, max=149, description="images per class",
+        self.n_per_class = widgets.IntSlider(value=target.n_per_class, min=2, max=149,
+                                             description=_("images per class"),
                                              style=STYLE, continuous_update=False)
-        self.gap = widgets.FloatSlider(value=target.gap, min=0.0, max=1.0, step=0.1, description="domain gap",
+        self.gap = widgets.FloatSlider(value=target.gap, min=0.0, max=1.0, step=0.1, description=_("domain gap"),
                                        style=STYLE, continuous_update=False)
         self.about = widgets.HTML()
         train, val = self._data(seed)
@@ -109,6 +113,6 @@ class TargetPanel(Panel):
 
     def _describe(self) -> None:
         train = self.compare.train
-        self.about.value = (f"target: {len(train)} training images of {train.nc} classes "
-                            f"({', '.join(train.classes)}); {len(self.compare.val)} validation images; "
-                            "press Run")
+        self.about.value = _("target: {n} training images of {nc} classes ({classes}); {n_val} validation "
+                             "images; press Run").format(n=len(train), nc=train.nc, classes=", ".join(train.classes),
+                                                         n_val=len(self.compare.val))

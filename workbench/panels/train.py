@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import ipywidgets as widgets
 from torch import nn
 
+from ..i18n import _
 from ..plots import training_dashboard
 from ..training import History, fit
 from .base import Panel, Throttle, Worker, live_figure, refresh_figure
@@ -50,7 +51,7 @@ class TrainPanel(Panel, Worker):
         self.history: History | None = None
         self.redraws = 0
         self._make_run_controls(epochs, batch_size)
-        self.status = widgets.HTML("ready: press Start")
+        self.status = widgets.HTML(_("ready: press Start"))
         self.figure = live_figure(training_dashboard(History()))
         buttons = widgets.HBox([self.start_button, self.stop_button, self.reset_button, self.epochs, self.batch_size])
         self._finish([buttons, self.status, self.figure], seed, hide)
@@ -62,7 +63,7 @@ class TrainPanel(Panel, Worker):
             return False
         self._throttle = Throttle(self.redraw_per_second)
         self.batch_size.disabled = True  # a continued run must keep its batches
-        self.status.value = "training..."
+        self.status.value = _("training...")
         return self._launch(self._train)
 
     def _result(self) -> History | None:
@@ -77,7 +78,7 @@ class TrainPanel(Panel, Worker):
         self.history = None
         self.batch_size.disabled = False
         self.redraw()
-        self.status.value = "reset: press Start"
+        self.status.value = _("reset: press Start")
         return True
 
     def _train(self) -> None:
@@ -96,12 +97,15 @@ class TrainPanel(Panel, Worker):
         history = self.history or History()
         refresh_figure(self.figure, training_dashboard(history))
         self.redraws += 1
-        val = ", ".join(f"val {k} {v[-1]:.3f}" for k, v in history.val.items() if v)
-        last = f", loss {history.loss[-1]:.4f}" if history.loss else ""
+        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1])
+                        for k, v in history.val.items() if v)
+        last = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
         events = f" · {html.escape(history.events[-1][1])}" if history.events and history.status in (
             "interrupted", "non_finite") else ""
-        self.status.value = f"{history.status}: step {history.step}, epoch {history.epochs_done}{last}" + (
+        self.status.value = _("{status}: step {step}, epoch {epoch}").format(
+            status=history.status, step=history.step, epoch=history.epochs_done) + last + (
             f", {val}" if val else "") + events
 
     def _failed(self, err: BaseException) -> None:
-        self.status.value = f"<span style='color:#b00'>training failed: {html.escape(repr(err), quote=False)}</span>"
+        self.status.value = _("<span style='color:#b00'>training failed: {error}</span>").format(
+            error=html.escape(repr(err), quote=False))

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
+from ..i18n import _
 from ..plots import transfer_map
 from ..runs import default_build, default_source
 from ..transfer import TransferReport, source_state, suggest_layer_map, transfer
@@ -78,18 +79,19 @@ class TransferPanel(Panel):
             source_names = getattr(self.source, "pretrained_info", {}).get("classes", [])
         self._targets: dict[int, nn.Module] = {}
         self.seed = seed
-        self.target_nc = widgets.BoundedIntText(value=target_nc, min=1, max=1000, description="target classes",
+        self.target_nc = widgets.BoundedIntText(value=target_nc, min=1, max=1000, description=_("target classes"),
                                                 style=STYLE, layout=widgets.Layout(width="170px"))
-        self.source_names = widgets.Text(value=_text(source_names), description="source class names", style=STYLE,
+        self.source_names = widgets.Text(value=_text(source_names), description=_("source class names"), style=STYLE,
                                          continuous_update=False, layout=widgets.Layout(width="95%"))
-        self.target_names = widgets.Text(value=_text(target_names), description="target class names", style=STYLE,
-                                         continuous_update=False, placeholder="e.g. triangle, ring, tee",
+        self.target_names = widgets.Text(value=_text(target_names), description=_("target class names"), style=STYLE,
+                                         continuous_update=False, placeholder=_("e.g. triangle, ring, tee"),
                                          layout=widgets.Layout(width="95%"))
-        self.match_names = widgets.Checkbox(value=match_names, description="copy class rows by name", indent=False)
+        self.match_names = widgets.Checkbox(value=match_names, description=_("copy class rows by name"), indent=False)
         self.layer_map = widgets.Text(value=layer_map if isinstance(layer_map, str) else format_layer_map(layer_map),
-                                      description="layer map (source:target)", placeholder="e.g. 9:10, 8:9",
+                                      description=_("layer map (source:target)"), placeholder=_("e.g. 9:10, 8:9"),
                                       style=STYLE, continuous_update=False)
-        self.suggest = widgets.Button(description="suggest a layer map", tooltip="align the layers by their shapes",
+        self.suggest = widgets.Button(description=_("suggest a layer map"),
+                                      tooltip=_("align the layers by their shapes"),
                                       layout=widgets.Layout(width="auto"))
         self.counts = widgets.Label()
         self.message = widgets.HTML()
@@ -135,8 +137,10 @@ class TransferPanel(Panel):
         else:
             self.message.value = ""
         n_source = len(parse_names(self.source_names.value)) or getattr(self.source, "nc", None) or "?"
-        self.counts.value = (f"source: {n_source} classes · target: {self.target_nc.value} classes · "
-                             f"{self.report.headline}, parameter coverage {100 * self.report.coverage:.1f}%")
+        self.counts.value = _("source: {n_source} classes · target: {n_target} classes · {headline}, parameter "
+                              "coverage {coverage:.1f}%").format(n_source=n_source, n_target=self.target_nc.value,
+                                                                 headline=self.report.headline,
+                                                                 coverage=100 * self.report.coverage)
         self.ledger.value = self.report._repr_html_()
         fig = transfer_map(self.report)
         if self.figure is None:
@@ -147,7 +151,7 @@ class TransferPanel(Panel):
     def _suggest(self, button=None) -> None:
         moved = {i: j for i, j in suggest_layer_map(self.source, self.target()).items() if i != j}
         if not moved:
-            self.message.value = "the layers already line up by index: no layer map needed"
+            self.message.value = _("the layers already line up by index: no layer map needed")
         self.layer_map.value = format_layer_map(moved)
 
     def transferred_model(self) -> tuple[nn.Module, TransferReport]:

@@ -14,6 +14,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from torch import nn
 
+from ..i18n import N_, _, labels
 from ..models import build_model
 from ..optim import param_groups
 from ..plots import lr_curves
@@ -21,6 +22,8 @@ from ..schedules import PROFILES, Preview, YoloSchedule
 from ..table import Table
 from ..training import History
 from .base import STYLE, Panel, keep_state, live_figure, refresh_figure
+
+GROUP_TABLE = (N_("group"), N_("parameters"), "lr", N_("momentum"))
 
 
 class WarmupPanel(Panel):
@@ -48,18 +51,18 @@ class WarmupPanel(Panel):
         self.lr0 = widgets.FloatLogSlider(value=lr0, base=10, min=-4, max=0, step=0.1, description="lr0",
                                           readout_format=".4f", **slider)
         self.warmup_epochs = widgets.FloatSlider(value=warmup_epochs, min=0, max=10, step=0.5,
-                                                 description="warmup epochs", **slider)
+                                                 description=_("warmup epochs"), **slider)
         self.warmup_bias_lr = widgets.FloatSlider(value=warmup_bias_lr, min=0, max=0.3, step=0.01,
                                                   description="warmup_bias_lr", **slider)
-        self.head_mult = widgets.FloatSlider(value=head_mult, min=1, max=20, step=0.5, description="head LR x",
+        self.head_mult = widgets.FloatSlider(value=head_mult, min=1, max=20, step=0.5, description=_("head LR x"),
                                              **slider)
-        self.profile = widgets.Dropdown(options=PROFILES, value=profile, description="profile", style=STYLE)
-        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=1000, description="epochs", style=STYLE,
+        self.profile = widgets.Dropdown(options=PROFILES, value=profile, description=_("profile"), style=STYLE)
+        self.epochs = widgets.BoundedIntText(value=epochs, min=1, max=1000, description=_("epochs"), style=STYLE,
                                              layout=widgets.Layout(width="150px"))
-        self.nb = widgets.BoundedIntText(value=nb, min=1, max=10_000, description="batches/epoch", style=STYLE,
+        self.nb = widgets.BoundedIntText(value=nb, min=1, max=10_000, description=_("batches/epoch"), style=STYLE,
                                          layout=widgets.Layout(width="190px"))
         self.iteration = widgets.IntSlider(value=iteration, min=0, max=max(epochs * nb - 1, iteration),
-                                           description="iteration", style=STYLE, continuous_update=True,
+                                           description=_("iteration"), style=STYLE, continuous_update=True,
                                            layout=widgets.Layout(width="95%"))
         self.message = widgets.HTML()
         self.table = widgets.HTML()
@@ -88,11 +91,11 @@ class WarmupPanel(Panel):
             groups = self.groups()
             preview = self.schedule().preview(groups, nb=self.nb.value, epochs=self.epochs.value)
         except ValueError as err:
-            shown = "the figure shows the last valid settings" if self.figure is not None else "no preview yet"
+            shown = _("the figure shows the last valid settings") if self.figure is not None else _("no preview yet")
             self.message.value = (f"<span style='color:#b00'>{html.escape(str(err), quote=False)}</span> "
                                   f"({shown})")
             if self.figure is None:  # the first settings are already invalid: an empty figure until they are fixed
-                self.figure = live_figure(go.Figure(layout=dict(title="no preview: change the settings above",
+                self.figure = live_figure(go.Figure(layout=dict(title=_("no preview: change the settings above"),
                                                                 height=460)))
             return
         self.message.value = ""
@@ -123,9 +126,11 @@ class WarmupPanel(Panel):
 
     def _table(self, i: int) -> str:
         preview, nb = self.preview, self.nb.value
-        phase = "warming up" if i < preview.warmup else "after warmup"
-        where = f"epoch {i // nb + 1} of {self.epochs.value}, batch {i % nb + 1} of {nb}"  # counted from 1
-        head = f"<b>iteration {i}</b> ({where}): {phase} (warmup: {preview.warmup} iterations)"
+        phase = _("warming up") if i < preview.warmup else _("after warmup")
+        where = _("epoch {epoch} of {epochs}, batch {batch} of {nb}").format(  # counted from 1
+            epoch=i // nb + 1, epochs=self.epochs.value, batch=i % nb + 1, nb=nb)
+        head = _("<b>iteration {i}</b> ({where}): {phase} (warmup: {warmup} iterations)").format(
+            i=i, where=where, phase=phase, warmup=preview.warmup)
         rows = [{"group": name, "parameters": self._sizes.get(name, 0), "lr": f"{lr:.6g}", "momentum": f"{m:.4f}"}
                 for name, (lr, m) in self.at(i).items()]
-        return f"<p>{head}</p>" + Table(("group", "parameters", "lr", "momentum"), rows)._repr_html_()
+        return f"<p>{head}</p>" + Table(GROUP_TABLE, rows, labels=labels(GROUP_TABLE))._repr_html_()

@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from ..i18n import N_, _
 from ..schedules import Preview
 from ..training import History
 from .grid import on, side_by_side, stacked
@@ -36,16 +37,17 @@ def epoch_end_steps(history: History) -> list[int]:
     return [k + 1 for k, epoch in enumerate(epochs) if k + 1 == len(epochs) or epochs[k + 1] != epoch]
 
 
-def loss_curve(history: History, title: str = "Training loss") -> go.Figure:
+def loss_curve(history: History, title: str | None = None) -> go.Figure:
     """Per-step training loss, with the validation accuracy per epoch on a second axis when recorded."""
     steps = list(range(1, history.step + 1))
-    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines", name="train loss"))
+    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines", name=_("train loss")))
     accuracy = history.val.get("accuracy", [])
     if accuracy:
         ends = epoch_end_steps(history)[: len(accuracy)]
-        fig.add_trace(go.Scatter(x=ends, y=accuracy, mode="lines+markers", name="val accuracy", yaxis="y2"))
-        fig.update_layout(yaxis2=dict(title="val accuracy", overlaying="y", side="right", range=[0, 1.05], dtick=0.2))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=320,
+        fig.add_trace(go.Scatter(x=ends, y=accuracy, mode="lines+markers", name=_("val accuracy"), yaxis="y2"))
+        fig.update_layout(yaxis2=dict(title=_("val accuracy"), overlaying="y", side="right", range=[0, 1.05],
+                                      dtick=0.2))
+    fig.update_layout(title=title or _("Training loss"), xaxis_title=_("step"), yaxis_title=_("loss"), height=320,
                       margin=dict(l=50, r=50, t=40, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -78,7 +80,7 @@ def coinciding_curves(curves: Mapping[str, np.ndarray]) -> list[list[str]]:
 
 
 PREVIEW_EXTRA_WIDTH, PREVIEW_OPACITY = 6.0, 0.3  # the preview: a wide pale band beneath the recorded line
-LR_AXIS_TITLE = "learning rate (log; 0 not shown)"  # a log axis has no place for the warmup's rate 0
+LR_AXIS_TITLE = N_("learning rate (log; 0 not shown)")  # a log axis has no place for the warmup's rate 0
 
 
 def _source(preview: Preview | None, history: History | None, key: str) -> dict[str, np.ndarray]:
@@ -96,14 +98,15 @@ def _lr_traces(preview: Preview | None, history: History | None, index: dict[str
     for group in coinciding_curves(_source(preview, history, "lr")):
         label = " = ".join(group)
         mine = []
-        for kind, source in (("preview", preview), ("recorded", history)):
+        for kind, source in ((N_("preview"), preview), (N_("recorded"), history)):
             present = [g for g in group if source is not None and g in source.lr]
             if not present:
                 continue
             y = source.lr[present[0]]
             trace = _line(np.arange(len(y)), y, label, index[group[0]], 1, legendgroup=label, showlegend=False,
                           meta=dict(groups=present, kind=kind, value="lr"),
-                          hovertemplate=f"{label}, {kind}<br>iteration %{{x}}: lr %{{y:.6g}}<extra></extra>")
+                          hovertemplate=_("{groups}, {kind}<br>iteration %{{x}}: lr %{{y:.6g}}<extra></extra>").format(
+                              groups=label, kind=_(kind)))
             trace["line"]["width"] = 2 + PREVIEW_EXTRA_WIDTH if kind == "preview" else 2
             if kind == "preview":
                 trace["opacity"] = PREVIEW_OPACITY
@@ -117,15 +120,17 @@ def _momentum_traces(preview: Preview | None, history: History | None, index: di
     """One momentum line per set of groups that share it (usually one for all), per source."""
     traces = []
     for group in coinciding_curves(_source(preview, history, "momentum")):
-        who = "every group" if len(group) == len(index) else ", ".join(group)
+        who = _("every group") if len(group) == len(index) else ", ".join(group)
         for kind, source in (("preview", preview), ("recorded", history)):
             present = [g for g in group if source is not None and g in source.momentum]
             if not present:
                 continue
             y = source.momentum[present[0]]
-            trace = _line(np.arange(len(y)), y, f"momentum, {who}", index[group[0]], 2, showlegend=False,
+            trace = _line(np.arange(len(y)), y, _("momentum, {groups}").format(groups=who), index[group[0]], 2,
+                          showlegend=False,
                           meta=dict(groups=present, kind=kind, value="momentum"),
-                          hovertemplate=f"momentum of {who}, {kind}<br>iteration %{{x}}: %{{y:.4f}}<extra></extra>")
+                          hovertemplate=_("momentum of {groups}, {kind}<br>iteration %{{x}}: %{{y:.4f}}<extra></extra>"
+                                          ).format(groups=who, kind=_(kind)))
             if len(group) == len(index) > 1:
                 trace["line"]["color"] = "#444"
             if kind == "preview":
@@ -135,7 +140,7 @@ def _momentum_traces(preview: Preview | None, history: History | None, index: di
 
 
 def lr_curves(preview: Preview | None = None, history: History | None = None, *, at: int | None = None,
-              title: str = "Learning rate and momentum per parameter group") -> go.Figure:
+              title: str | None = None) -> go.Figure:
     """Every group's LR (top) and momentum (bottom) per iteration: the preview a wide pale band, the record a line.
 
     Groups whose curves coincide are drawn as one line in one colour, named by all of them
@@ -165,21 +170,23 @@ def lr_curves(preview: Preview | None = None, history: History | None = None, *,
     index = {name: k for k, name in enumerate(_group_names(preview, history))}
     traces = _lr_traces(preview, history, index) + _momentum_traces(preview, history, index)
     layout = stacked([0.65, 0.35], gap=0.08)
-    layout["yaxis"].update(title=LR_AXIS_TITLE, type="log", dtick=1, exponentformat="power")  # one label a decade
-    layout["yaxis2"]["title"] = "momentum"
-    layout["xaxis2"]["title"] = "iteration"
+    layout["yaxis"].update(title=_(LR_AXIS_TITLE), type="log", dtick=1, exponentformat="power")  # one label a decade
+    layout["yaxis2"]["title"] = _("momentum")
+    layout["xaxis2"]["title"] = _("iteration")
     shapes, notes = [], []
     if preview is not None and preview.warmup:
         shapes.append(dict(type="rect", xref="x", yref="paper", x0=0, x1=preview.warmup, y0=0, y1=1,
                            fillcolor="#888", opacity=0.12, line_width=0, layer="below"))
-        notes.append(dict(text=f"warmup ({preview.warmup} it)", x=0, xref="x", y=1, yref="paper", xanchor="left",
+        notes.append(dict(text=_("warmup ({n} it)").format(n=preview.warmup), x=0, xref="x", y=1, yref="paper",
+                          xanchor="left",
                           yanchor="bottom", showarrow=False))
     if preview is not None and history is not None:
-        notes.append(dict(text="wide pale band: preview · thin line: recorded", x=1, xref="paper", y=1,
+        notes.append(dict(text=_("wide pale band: preview · thin line: recorded"), x=1, xref="paper", y=1,
                           yref="paper", xanchor="right", yanchor="bottom", showarrow=False))
     if at is not None:
         shapes.append(dict(type="line", xref="x", yref="paper", x0=at, x1=at, y0=0, y1=1,
                            line=dict(color="black", width=1.5)))
+    title = title or _("Learning rate and momentum per parameter group")
     layout.update(title=title, height=460, margin=MARGIN, legend=dict(orientation="h", y=-0.18), shapes=shapes,
                   annotations=notes)
     return go.Figure(traces, layout)
@@ -207,18 +214,18 @@ def shared_points(a, b) -> int:
     return int(np.sum(np.asarray(a[:n], dtype=float) == np.asarray(b[:n], dtype=float)))
 
 
-def _overlaps(curves: Mapping[str, list[float]], unit: str) -> dict[str, str]:
-    """Per run, the hover note naming the runs drawn on the same points (e.g. a staged run while still frozen)."""
+def _overlaps(curves: Mapping[str, list[float]], each: str) -> dict[str, str]:
+    """Per run, the hover note naming the runs drawn on the same points (e.g. a staged run while still frozen);
+    ``each`` words one such run (``{run}``, ``{count}`` points of ``{n}``)."""
     notes = {}
     for name, y in curves.items():
-        same = [f"{other} at {count} of {min(len(y), len(curves[other]))} {unit}" for other in curves
+        same = [each.format(run=other, count=count, n=min(len(y), len(curves[other]))) for other in curves
                 if other != name and (count := shared_points(y, curves[other]))]
-        notes[name] = f"<br>same as {'; '.join(same)}" if same else ""
+        notes[name] = _("<br>same as {runs}").format(runs="; ".join(same)) if same else ""
     return notes
 
 
-def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "Runs on the same seed and data"
-                 ) -> go.Figure:
+def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str | None = None) -> go.Figure:
     """Training loss per step (left) and validation accuracy per epoch (right) of several runs, overlaid.
 
     Runs that share points (a staged run is its frozen twin until it unfreezes) stay visible: when
@@ -236,26 +243,29 @@ def compare_runs(runs: Mapping[str, History], *, smooth: int = 1, title: str = "
         raise ValueError("compare_runs needs at least one run: {name: History}")
     losses = {name: list(_smooth(h.loss, smooth)) for name, h in runs.items()}
     accuracies = {name: list(h.val.get("accuracy", [])) for name, h in runs.items()}
-    loss_notes, accuracy_notes = _overlaps(losses, "steps"), _overlaps(accuracies, "epochs")
+    loss_notes = _overlaps(losses, _("{run} at {count} of {n} steps"))
+    accuracy_notes = _overlaps(accuracies, _("{run} at {count} of {n} epochs"))
     stacked_runs = any(loss_notes.values()) or any(accuracy_notes.values())
     traces = []
     for k, name in enumerate(runs):
         extra = len(runs) - 1 - k if stacked_runs else 0
         loss = _line(np.arange(1, len(losses[name]) + 1), losses[name], name, k, 1, legendgroup=name,
-                     hovertemplate=f"{name}<br>step %{{x}}: loss %{{y:.4g}}{loss_notes[name]}<extra></extra>")
+                     hovertemplate=_("{run}<br>step %{{x}}: loss %{{y:.4g}}{note}<extra></extra>").format(
+                         run=name, note=loss_notes[name]))
         accuracy = _line(np.arange(1, len(accuracies[name]) + 1), accuracies[name], name, k, 2, legendgroup=name,
                          showlegend=False, mode="lines+markers", marker=dict(size=6 + 4 * extra),
-                         hovertemplate=f"{name}<br>epoch %{{x}}: accuracy %{{y:.3f}}{accuracy_notes[name]}"
-                                       "<extra></extra>")
+                         hovertemplate=_("{run}<br>epoch %{{x}}: accuracy %{{y:.3f}}{note}<extra></extra>").format(
+                             run=name, note=accuracy_notes[name]))
         for trace in (loss, accuracy):
             trace["line"]["width"] = 1.5 + 2.0 * extra
         traces += [loss, accuracy]
-    loss_title = "training loss" + (f" (mean of {smooth} steps)" if smooth > 1 else "")
-    layout = side_by_side(2, titles=(loss_title, "validation accuracy"))
-    layout["xaxis"]["title"], layout["yaxis"]["title"] = "step", "loss"
-    layout["xaxis2"].update(title="epoch", dtick=1)
+    loss_title = _("training loss") + (_(" (mean of {n} steps)").format(n=smooth) if smooth > 1 else "")
+    layout = side_by_side(2, titles=(loss_title, _("validation accuracy")))
+    layout["xaxis"]["title"], layout["yaxis"]["title"] = _("step"), _("loss")
+    layout["xaxis2"].update(title=_("epoch"), dtick=1)
     layout["yaxis2"]["range"] = [0, 1.02]
-    layout.update(title=title, height=360, margin=MARGIN, legend=dict(orientation="h", y=-0.2))
+    layout.update(title=title or _("Runs on the same seed and data"), height=360, margin=MARGIN,
+                  legend=dict(orientation="h", y=-0.2))
     return go.Figure(traces, layout)
 
 
@@ -274,21 +284,22 @@ def training_dashboard(history: History, *, max_columns: int = 300, title: str |
         [('scatter', 'loss'), ('scatter', 'lr weight = norm'), ('scatter', 'lr bias'), ('heatmap', 'log10 grad norm')]
     """
     traces = [dict(type="scatter", mode="lines", x=np.arange(1, history.step + 1), y=np.asarray(history.loss),
-                   name="loss", line=dict(color="#333"))]
+                   name=_("loss"), line=dict(color="#333"))]
     index = {name: k for k, name in enumerate(history.lr)}
     for group in coinciding_curves({name: np.asarray(v, dtype=float) for name, v in history.lr.items()}):
         values, label = history.lr[group[0]], " = ".join(group)
         traces.append(_line(np.arange(1, len(values) + 1), values, f"lr {label}", index[group[0]], 2,
                             meta=dict(groups=group, value="lr")))
     x, z, names = grad_matrix(history, max_columns)
-    traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm",
+    traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name=_("log10 grad norm"),
                        colorbar=dict(title="log10 |g|", len=0.45, y=0.22),
-                       hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>", **on(3)))
+                       hovertemplate=_("step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>"), **on(3)))
     layout = stacked([0.3, 0.25, 0.45], gap=0.06)
-    layout["yaxis"]["title"] = "loss"
+    layout["yaxis"]["title"] = _("loss")
     layout["yaxis2"].update(title="lr", rangemode="tozero", exponentformat="e")
-    layout["yaxis3"].update(title="layer", autorange="reversed")
-    layout["xaxis3"]["title"] = "step"
-    status = f"{history.status}: step {history.step}, epoch {history.epochs_done}"
+    layout["yaxis3"].update(title=_("layer"), autorange="reversed")
+    layout["xaxis3"]["title"] = _("step")
+    status = _("{status}: step {step}, epoch {epoch}").format(status=history.status, step=history.step,
+                                                              epoch=history.epochs_done)
     layout.update(title=title or status, height=620, margin=MARGIN, legend=dict(orientation="h", y=-0.08))
     return go.Figure(traces, layout)

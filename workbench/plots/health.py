@@ -18,7 +18,9 @@ from matplotlib.figure import Figure as MplFigure
 from plotly.colors import qualitative
 
 from ..freezing import BNDrift
+from ..i18n import _
 from ..training import History
+from .fonts import font_rc
 from .grid import on, stacked
 
 MARGIN = dict(l=60, r=30, t=50, b=40)
@@ -92,7 +94,7 @@ def log_dtick(span: tuple[float, float]) -> int | str:
 
 
 def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_columns: int = 300,
-                 title: str = "Gradient norms per layer", zrange: tuple[float, float] | None = None,
+                 title: str | None = None, zrange: tuple[float, float] | None = None,
                  norm_range: tuple[float, float] | None = None) -> go.Figure:
     """Per-layer gradient L2 norms (layers x steps, log10 colour) above the total norm with the clip line.
 
@@ -107,33 +109,35 @@ def grad_heatmap(history: History, *, clip: float | str | None = "auto", max_col
     x, z, names = grad_matrix(history, max_columns)
     steps, norms = np.arange(1, len(history.grad_norm) + 1), np.asarray(history.grad_norm, dtype=float)
     scale = dict(zmin=zrange[0], zmax=zrange[1]) if zrange is not None else {}
-    traces = [dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name="log10 grad norm", **scale,
+    traces = [dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name=_("log10 grad norm"), **scale,
                    colorbar=dict(title="log10 |g|", len=0.65, y=0.68),
-                   hovertemplate="step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>"),
-              dict(type="scatter", mode="lines", x=steps, y=norms, name="total norm", line=dict(color="#333"),
+                   hovertemplate=_("step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>")),
+              dict(type="scatter", mode="lines", x=steps, y=norms, name=_("total norm"), line=dict(color="#333"),
                    **on(2))]
     clipped = [k for k, c in enumerate(history.clip_coef) if c < 1.0]
     if clipped:
         traces.append(dict(type="scatter", mode="markers", x=steps[clipped], y=norms[clipped], **on(2),
-                           name=f"clipped ({len(clipped)} steps)", marker=dict(color="#d62728", size=5)))
+                           name=_("clipped ({n} steps)").format(n=len(clipped)), marker=dict(color="#d62728", size=5)))
     layout = stacked([0.68, 0.32], gap=0.07)
-    layout["yaxis"].update(title="layer", autorange="reversed")
+    layout["yaxis"].update(title=_("layer"), autorange="reversed")
     shown = norm_range if norm_range is not None else _log_span(norms)
-    layout["yaxis2"].update(title="total |g|", type="log", dtick=log_dtick(shown), exponentformat="power",
+    layout["yaxis2"].update(title=_("total |g|"), type="log", dtick=log_dtick(shown), exponentformat="power",
                             **({"range": list(norm_range)} if norm_range is not None else {}))
-    layout["xaxis2"]["title"] = "step"
+    layout["xaxis2"]["title"] = _("step")
     shapes, notes = [], []
     if clip:
         shapes.append(dict(type="line", xref="paper", yref="y2", x0=0, x1=1, y0=clip, y1=clip,
                            line=dict(color="#d62728", dash="dash")))
-        notes.append(dict(text=f"clip {clip:g}", xref="paper", yref="y2", x=1, y=math.log10(clip), xanchor="right",
+        notes.append(dict(text=_("clip {clip:g}").format(clip=clip), xref="paper", yref="y2", x=1, y=math.log10(clip),
+                          xanchor="right",
                           yanchor="bottom", showarrow=False, font=dict(color="#d62728")))
-    layout.update(title=title, height=520, margin=MARGIN, legend=dict(orientation="h", y=-0.15), shapes=shapes,
+    layout.update(title=title or _("Gradient norms per layer"), height=520, margin=MARGIN,
+                  legend=dict(orientation="h", y=-0.15), shapes=shapes,
                   annotations=notes)
     return go.Figure(traces, layout)
 
 
-def loss_plot(history: History, *, title: str = "Training loss (log axis)") -> go.Figure:
+def loss_plot(history: History, *, title: str | None = None) -> go.Figure:
     """The training loss per step on a log axis, so a final spike does not flatten the rest; a stop is marked.
 
     A run that ended on a non-finite value gets a dashed line at that step, labelled with the layer
@@ -147,15 +151,17 @@ def loss_plot(history: History, *, title: str = "Training loss (log axis)") -> g
     if not history.loss:
         raise ValueError("loss_plot needs a History with recorded steps (from fit)")
     steps = list(range(1, len(history.loss) + 1))
-    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines+markers", marker=dict(size=4), name="loss",
-                               hovertemplate="step %{x}<br>loss %{y:.4g}<extra></extra>"))
+    fig = go.Figure(go.Scatter(x=steps, y=history.loss, mode="lines+markers", marker=dict(size=4), name=_("loss"),
+                               hovertemplate=_("step %{x}<br>loss %{y:.4g}<extra></extra>")))
     bad = history.non_finite
     if bad is not None:
         fig.add_vline(x=bad.step, line=dict(color="#d62728", dash="dash"),
-                      annotation=dict(text=f"non-finite at step {bad.step} ({bad.layer or bad.kind})",
+                      annotation=dict(text=_("non-finite at step {step} ({where})").format(step=bad.step,
+                                                                                    where=bad.layer or bad.kind),
                                       font=dict(color="#d62728")), annotation_position="top left")
-    fig.update_layout(title=title, height=320, margin=MARGIN, xaxis_title="step", showlegend=False,
-                      yaxis=dict(title="loss", type="log", dtick=log_dtick(_log_span(history.loss)),
+    fig.update_layout(title=title or _("Training loss (log axis)"), height=320, margin=MARGIN, xaxis_title=_("step"),
+                      showlegend=False, yaxis=dict(title=_("loss"), type="log",
+                                                   dtick=log_dtick(_log_span(history.loss)),
                                  exponentformat="power"))
     return fig
 
@@ -170,8 +176,7 @@ def _as_runs(drift: Mapping) -> dict[str, Mapping]:
     return dict(drift) if all(nested) else {"": drift}
 
 
-def drift_bars(drift: Mapping, *, measure: str = "weight drift ||W - W0|| / ||W0||",
-               title: str = "How far each layer moved from its start") -> go.Figure:
+def drift_bars(drift: Mapping, *, measure: str | None = None, title: str | None = None) -> go.Figure:
     """Bars per layer of :func:`~workbench.monitor.weight_drift` (or any ``{layer: value}``), runs side by side.
 
     Example:
@@ -181,18 +186,19 @@ def drift_bars(drift: Mapping, *, measure: str = "weight drift ||W - W0|| / ||W0
         (['pretrained', 'scratch'], [0.5, 0.9])
     """
     runs = _as_runs(drift)
+    measure = measure or _("weight drift ||W - W0|| / ||W0||")
     fig = go.Figure()
     for k, (run, values) in enumerate(runs.items()):
         fig.add_trace(go.Bar(x=list(values), y=list(values.values()), name=run or measure,
                              marker_color=qualitative.Plotly[k % 10],
                              hovertemplate="%{x}<br>%{y:.4g}<extra>" + (run or "") + "</extra>"))
-    fig.update_layout(title=title, barmode="group", height=340, margin=MARGIN, yaxis_title=measure,
-                      xaxis_title="layer", showlegend=len(runs) > 1)
+    fig.update_layout(title=title or _("How far each layer moved from its start"), barmode="group", height=340,
+                      margin=MARGIN, yaxis_title=measure, xaxis_title=_("layer"), showlegend=len(runs) > 1)
     return fig
 
 
 def bn_drift_bars(drift: BNDrift | Mapping[str, BNDrift], *,
-                  title: str = "BatchNorm running statistics: how far they moved") -> go.Figure:
+                  title: str | None = None) -> go.Figure:
     """Mean shift (in starting standard deviations) and variance change of every BatchNorm, per run.
 
     ``drift`` is :func:`~workbench.bn_drift` ``(model, start)`` or ``{run: bn_drift(...)}``.
@@ -212,8 +218,9 @@ def bn_drift_bars(drift: BNDrift | Mapping[str, BNDrift], *,
         traces.append(dict(y=[r.mean_shift for r in rows], **style))
         traces.append(dict(y=[r.var_change for r in rows], showlegend=False, **style, **on(2)))
     layout = stacked([1, 1], gap=0.1)
-    layout["yaxis"]["title"], layout["yaxis2"]["title"] = "mean shift (std0)", "variance change"
-    layout.update(title=title, barmode="group", height=460, margin=MARGIN, showlegend=len(runs) > 1)
+    layout["yaxis"]["title"], layout["yaxis2"]["title"] = _("mean shift (std0)"), _("variance change")
+    layout.update(title=title or _("BatchNorm running statistics: how far they moved"), barmode="group", height=460,
+                  margin=MARGIN, showlegend=len(runs) > 1)
     return go.Figure(traces, layout)
 
 
@@ -230,7 +237,7 @@ def signal_style(k: int) -> tuple[str, object]:
     return SIGNAL_MARKERS[k % len(SIGNAL_MARKERS)], SIGNAL_DASHES[k % len(SIGNAL_DASHES)]
 
 
-def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialisation") -> MplFigure:
+def signal_plot(rows: Sequence, *, title: str | None = None) -> MplFigure:
     """The std of every layer's output right after each initialisation (matplotlib): one panel per BatchNorm setting.
 
     ``rows`` are :func:`~workbench.stability.signal_propagation` rows (``scheme``, ``batchnorm``,
@@ -247,8 +254,15 @@ def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialis
     """
     if not rows:
         raise ValueError("signal_plot needs rows from workbench.stability.signal_propagation(...)")
-    import matplotlib.pyplot as plt  # here, not at import: pyplot picks the notebook's backend
+    import matplotlib  # here, not at import: pyplot picks the notebook's backend
+    import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context(font_rc()):  # Chinese glyphs when the language is Chinese
+        return _signal_axes(plt, rows, title or _("Signal propagation at initialisation"))
+
+
+def _signal_axes(plt, rows: Sequence, title: str) -> MplFigure:
+    """The figure of :func:`signal_plot`, built under the fonts of the current language."""
     positive = [r.std for r in rows if r.std > 0]
     floor = 10 ** math.floor(math.log10(min(positive)) - 1) if positive else 1e-12  # where a std of 0 is drawn
     settings = sorted({r.batchnorm for r in rows}, reverse=True)
@@ -265,12 +279,12 @@ def signal_plot(rows: Sequence, *, title: str = "Signal propagation at initialis
                     mfc="none", label=scheme)  # hollow markers and own dashes: coinciding curves stay visible
         ax.set_yscale("log")
         ax.axhline(floor, color="grey", lw=0.8, ls="--")
-        ax.annotate("std 0", (0, floor), xytext=(2, 2), textcoords="offset points", fontsize=7, color="grey")
+        ax.annotate(_("std 0"), (0, floor), xytext=(2, 2), textcoords="offset points", fontsize=7, color="grey")
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-        ax.set_title("with BatchNorm" if bn else "without BatchNorm")
-        ax.set_xlabel("layer index")
+        ax.set_title(_("with BatchNorm") if bn else _("without BatchNorm"))
+        ax.set_xlabel(_("layer index"))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("std of the layer's output")
-    axes[-1].legend(title="init", fontsize=8)
+    axes[0].set_ylabel(_("std of the layer's output"))
+    axes[-1].legend(title=_("init"), fontsize=8)
     fig.suptitle(title)
     return fig

@@ -17,13 +17,15 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..freezing import FreezeReport, bn_policy
+from ..i18n import N_, _, ngettext
 from ..layers import layer_index_of, numbered_layers
 from ..transfer import STATUSES, Row, TransferReport
 
 MARGIN = dict(l=60, r=30, t=60, b=40)
 STATUS_COLOURS = {"transferred": "#2ca02c", "partial": "#e6b422", "adapted": "#4c78a8",
                   "shape_mismatch": "#d62728", "missing_in_source": "#8c8c8c", "unused": "#c7c7c7"}
-STATE_COLOURS = {"frozen": "#4c78a8", "partly frozen": "#9ecae9", "trainable": "#f58518", "no parameters": "#d0d0d0"}
+STATE_COLOURS = {N_("frozen"): "#4c78a8", N_("partly frozen"): "#9ecae9", N_("trainable"): "#f58518",
+                 N_("no parameters"): "#d0d0d0"}
 
 
 def _percent(share: float) -> str:
@@ -33,16 +35,17 @@ def _percent(share: float) -> str:
 
 def _tile_text(row: Row) -> str:
     if row.status == "unused":
-        shapes = f"source {row.source_shape}, not used (source layer {row.layer})"
+        shapes = _("source {shape}, not used (source layer {layer})").format(shape=row.source_shape, layer=row.layer)
     elif row.source_shape is None:
-        shapes = f"target {row.shape}, not in the source"
+        shapes = _("target {shape}, not in the source").format(shape=row.shape)
     else:
-        shapes = f"target {row.shape} &larr; source {row.source_shape}"
+        shapes = _("target {shape} &larr; source {source}").format(shape=row.shape, source=row.source_shape)
         shapes += f" ({escape(row.source_name)})" if row.source_name != row.name else ""
     note = f"<br>{escape(row.note)}" if row.note else ""
-    kind = "parameter" if row.parameter else "buffer"
-    return (f"<b>{escape(row.name)}</b><br>{row.status} · {kind}<br>{shapes}<br>"
-            f"{row.numel:,} values, {row.copied:,} copied{note}")
+    kind = _("parameter") if row.parameter else _("buffer")
+    return _("<b>{name}</b><br>{status} · {kind}<br>{shapes}<br>{numel:,} values, {copied:,} copied{note}").format(
+        name=escape(row.name), status=row.status, kind=kind, shapes=shapes, numel=row.numel, copied=row.copied,
+        note=note)
 
 
 def transfer_map(report: TransferReport, *, title: str | None = None) -> go.Figure:
@@ -72,15 +75,19 @@ def transfer_map(report: TransferReport, *, title: str | None = None) -> go.Figu
     traces.append(dict(type="scatter", x=np.array([s.index for s in summaries]), mode="text", showlegend=False,
                        y=np.array([height[s.index] + 0.6 for s in summaries]),
                        text=[_percent(s.coverage) for s in summaries], textfont=dict(size=10),
-                       hovertext=[f"layer {s.index} {s.type} ({s.stage}): {s.transferred}/{s.items} items, "
-                                  f"{s.copied:,}/{s.params:,} parameter values copied" for s in summaries],
+                       hovertext=[_("layer {index} {type} ({stage}): {transferred}/{items} items, "
+                                    "{copied:,}/{params:,} parameter values copied").format(
+                                        index=s.index, type=s.type, stage=s.stage, transferred=s.transferred,
+                                        items=s.items, copied=s.copied, params=s.params) for s in summaries],
                        hovertemplate="%{hovertext}<extra></extra>"))
     layer_ticks = {index: f"{index} {kind}" for index, _, _, kind in report.layers}
     ticks = sorted(height)
-    headline = f"{report.headline} · coverage {100 * report.coverage:.1f}%" + (" (dry run)" if report.dry_run else "")
+    headline = report.headline + _(" · coverage {coverage:.1f}%").format(coverage=100 * report.coverage) + (
+        _(" (dry run)") if report.dry_run else "")
     layout = dict(title=title or headline, barmode="overlay", bargap=0.15, height=420, margin=MARGIN,
-                  xaxis=dict(title="layer", tickvals=ticks, ticktext=[layer_ticks.get(i, "other") for i in ticks]),
-                  yaxis=dict(title="state_dict entries"), legend=dict(orientation="h", y=-0.2))
+                  xaxis=dict(title=_("layer"), tickvals=ticks,
+                             ticktext=[layer_ticks.get(i, _("other")) for i in ticks]),
+                  yaxis=dict(title=_("state_dict entries")), legend=dict(orientation="h", y=-0.2))
     return go.Figure(traces, layout)
 
 
@@ -150,16 +157,17 @@ def frozen_span(rows: list[tuple[int, str, str, int, int, str]], depth: int | No
     """
     touched = [r for r in rows if r[3] > 0]
     if not touched:
-        return "no layer frozen"
+        return _("no layer frozen")
     last = max([r[0] for r in touched] + ([depth - 1] if depth else []))
     inside = [r for r in rows if r[0] <= last]
     if any(r[3] == 0 and r[4] > 0 for r in inside):  # not a prefix: a list of layers or name patterns
-        return f"{len(touched)} layer{'s' * (len(touched) != 1)} frozen ({', '.join(str(r[0]) for r in touched)})"
-    span = "layer 0 frozen" if last == 0 else f"layers 0-{last} frozen"
+        return ngettext("{n} layer frozen ({which})", "{n} layers frozen ({which})", len(touched)).format(
+            n=len(touched), which=", ".join(str(r[0]) for r in touched))
+    span = _("layer 0 frozen") if last == 0 else _("layers 0-{last} frozen").format(last=last)
     partly, empty = sum(0 < r[3] < r[4] for r in inside), sum(r[4] == 0 for r in inside)
-    notes = ([f"{partly} of them partly"] if partly else []) + (
-        [f"{empty} {'has' if empty == 1 else 'have'} no parameters"] if empty else [])
-    return span + (f" ({', '.join(notes)})" if notes else "")
+    notes = ([_("{n} of them partly").format(n=partly)] if partly else []) + (
+        [ngettext("{n} has no parameters", "{n} have no parameters", empty).format(n=empty)] if empty else [])
+    return span + (" (" + _(", ").join(notes) + ")" if notes else "")
 
 
 def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None, depth: int | None = None) -> go.Figure:
@@ -189,25 +197,27 @@ def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None, de
         mine = [r for r in rows if _state(r[3], r[4]) == state]
         traces.append(dict(
             type="bar", x=np.array([r[0] for r in mine], dtype=int), y=np.array([r[4] for r in mine]),
-            name=state, marker_color=colour, text=[compact(r[4]) for r in mine], textposition="outside",
+            name=_(state), marker_color=colour, text=[compact(r[4]) for r in mine], textposition="outside",
             width=0.8,  # per bar: a trace's automatic width follows its own x spacing, so states would differ
             textfont=dict(size=10), cliponaxis=False,
             showlegend=bool(mine) and state != "no parameters",  # a zero-height bar: its "0" label says it
             hovertemplate="%{hovertext}<extra></extra>",
-            hovertext=[f"layer {r[0]} {r[1]} ({r[2]})<br>{state}: {r[3]:,} of {r[4]:,} parameters frozen"
-                       + (f"<br>BatchNorm policy: {r[5]}" if r[5] else "") for r in mine]))
+            hovertext=[_("layer {index} {type} ({stage})<br>{state}: {frozen:,} of {total:,} parameters frozen").format(
+                index=r[0], type=r[1], stage=r[2], state=_(state), frozen=r[3], total=r[4])
+                + (_("<br>BatchNorm policy: {policy}").format(policy=r[5]) if r[5] else "") for r in mine]))
     badges = [r for r in rows if r[5]]
     traces.append(dict(type="scatter", x=np.array([r[0] for r in badges], dtype=int), text=[r[5] for r in badges],
                        y=np.array([r[4] + 0.1 * top for r in badges], dtype=float), mode="text",
-                       textposition="top center", textfont=dict(size=10, color="#334"), name="BatchNorm policy",
+                       textposition="top center", textfont=dict(size=10, color="#334"), name=_("BatchNorm policy"),
                        showlegend=False, hoverinfo="skip"))
     total = sum(r[4] for r in rows)
     trainable = total - sum(r[3] for r in rows)
     share = 100 * trainable / total if total else 0.0
-    headline = f"{frozen_span(rows, depth)} · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)"
+    headline = _("{span} · trainable {trainable:,} of {total:,} parameters ({share:.1f}%)").format(
+        span=frozen_span(rows, depth), trainable=trainable, total=total, share=share)
     layout = dict(title=title or headline, height=380, margin=MARGIN, bargap=0.2, barmode="overlay",
                   legend=dict(orientation="h", y=-0.3),
-                  xaxis=dict(title="layer", tickvals=[r[0] for r in rows], tickangle=0, tickfont=dict(size=10),
+                  xaxis=dict(title=_("layer"), tickvals=[r[0] for r in rows], tickangle=0, tickfont=dict(size=10),
                              ticktext=[f"{r[0]}<br>{r[1]}" for r in rows]),  # two lines: long type names fit
-                  yaxis=dict(title="parameters in the layer", range=[0, 1.3 * top]))
+                  yaxis=dict(title=_("parameters in the layer"), range=[0, 1.3 * top]))
     return go.Figure(traces, layout)

@@ -17,15 +17,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..i18n import N_, _
 from .grid import side_by_side
 
 COLOURS = {"pretrained": "#1f77b4", "scratch": "#ff7f0e"}
 SYMBOLS = {"pretrained": "circle", "scratch": "square"}
-PANELS = ("training loss", "val accuracy, as trained", "val accuracy, BatchNorm re-estimated")
+PANELS = (N_("training loss"), N_("val accuracy, as trained"), N_("val accuracy, BatchNorm re-estimated"))
 
 
-def accuracy_curves(runs: Mapping, *, chance: float | None = None, title: str = "Pretrained against scratch"
-                    ) -> go.Figure:
+def accuracy_curves(runs: Mapping, *, chance: float | None = None, title: str | None = None) -> go.Figure:
     """Three panels: training loss per step; validation accuracy per epoch as trained; and re-estimated.
 
     ``runs`` maps a name to a run with ``history`` (loss per step), ``curve`` (accuracy per epoch
@@ -50,19 +50,19 @@ def accuracy_curves(runs: Mapping, *, chance: float | None = None, title: str = 
             traces.append(dict(type="scatter", mode="lines+markers", x=epochs[:len(curve)], y=list(curve), name=name,
                                legendgroup=name, showlegend=False, xaxis=f"x{panel}", yaxis=f"y{panel}",
                                line=dict(color=colour), marker=dict(symbol=SYMBOLS.get(name, "circle"), size=8)))
-    note = f" (chance {chance:.2f})" if chance is not None else ""
-    layout = side_by_side(3, gap=0.07, titles=[PANELS[0], *(t + note for t in PANELS[1:])])
-    layout["xaxis"]["title"], layout["yaxis"]["title"] = "step", "loss"
+    note = _(" (chance {chance:.2f})").format(chance=chance) if chance is not None else ""
+    layout = side_by_side(3, gap=0.07, titles=[_(PANELS[0]), *(_(t) + note for t in PANELS[1:])])
+    layout["xaxis"]["title"], layout["yaxis"]["title"] = _("step"), _("loss")
     for panel in (2, 3):
-        layout[f"xaxis{panel}"].update(title="epoch", dtick=1)
-        layout[f"yaxis{panel}"].update(range=[0, 1.02], title="accuracy" if panel == 2 else None)
-    layout.update(title=title, height=380, margin=dict(l=60, r=30, t=80, b=40),
+        layout[f"xaxis{panel}"].update(title=_("epoch"), dtick=1)
+        layout[f"yaxis{panel}"].update(range=[0, 1.02], title=_("accuracy") if panel == 2 else None)
+    layout.update(title=title or _("Pretrained against scratch"), height=380, margin=dict(l=60, r=30, t=80, b=40),
                   legend=dict(orientation="h", y=-0.2))
     return go.Figure(traces, layout)
 
 
 def sweep_bars(results: Sequence, starts: Sequence[str] = ("pretrained", "scratch"),
-               title: str = "Pretrained against scratch over the knobs") -> go.Figure:
+               title: str | None = None) -> go.Figure:
     """Final validation accuracy per setting: solid bars as trained, hatched bars with BN re-estimated.
 
     Each result has ``knobs()`` (the bar group's label) and, per start, a run with ``accuracy``
@@ -73,11 +73,12 @@ def sweep_bars(results: Sequence, starts: Sequence[str] = ("pretrained", "scratc
     for start in starts:
         colour = COLOURS.get(start, "#7f7f7f")
         runs = [getattr(r, start) for r in results]
-        fig.add_bar(x=x, y=[run.accuracy for run in runs], name=f"{start}, as trained", marker_color=colour)
-        fig.add_bar(x=x, y=[run.accuracy_bn for run in runs], name=f"{start}, BN re-estimated",
+        fig.add_bar(x=x, y=[run.accuracy for run in runs], name=_("{start}, as trained").format(start=start),
+                    marker_color=colour)
+        fig.add_bar(x=x, y=[run.accuracy_bn for run in runs], name=_("{start}, BN re-estimated").format(start=start),
                     marker=dict(color="white", line=dict(color=colour, width=2),
                                 pattern=dict(shape="/", fgcolor=colour)))
-    fig.update_layout(title=title, barmode="group", height=400, yaxis=dict(title="validation accuracy",
-                                                                         range=[0, 1.05]),
+    fig.update_layout(title=title or _("Pretrained against scratch over the knobs"), barmode="group", height=400,
+                      yaxis=dict(title=_("validation accuracy"), range=[0, 1.05]),
                       legend=dict(orientation="h", y=-0.25), margin=dict(l=60, r=30, t=60, b=40))
     return fig

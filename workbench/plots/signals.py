@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..i18n import _
 from .curves import colour
 from .health import log_dtick
 
@@ -39,16 +40,19 @@ def signal_figure(rows: Sequence, *, title: str | None = None) -> go.Figure:
                            x=np.array([r.index for r in mine], dtype=float),
                            y=np.array([max(r.std, floor) for r in mine], dtype=float),
                            line=dict(color="black" if special else colour(k), width=4 if special else 2),
-                           customdata=[f"{r.type}: mean {r.mean:.3g}, std {r.std:.3g}" for r in mine],
-                           hovertemplate=f"{scheme}<br>layer %{{x}} %{{customdata}}<extra></extra>"))
+                           customdata=[_("{type}: mean {mean:.3g}, std {std:.3g}").format(type=r.type, mean=r.mean,
+                                                                                         std=r.std) for r in mine],
+                           hovertemplate=_("{scheme}<br>layer %{{x}} %{{customdata}}<extra></extra>").format(
+                               scheme=scheme)))
     zeros = any(r.std == 0 for r in rows)
     low = floor if zeros or not positive else min(positive)
     high = max(positive + [1.0])  # 1 is always on the axis (the dotted line)
     bn = {r.batchnorm for r in rows}
-    setting = "with BatchNorm" if bn == {True} else "without BatchNorm" if bn == {False} else ""
-    layout = dict(title=title or f"Std of each layer's output on one batch {setting}".strip(), height=380,
-                  margin=dict(l=60, r=30, t=50, b=40), xaxis=dict(title="layer index", dtick=1),
-                  yaxis=dict(title="std of the output" + (f" (std 0 drawn at {floor:.0e})" if zeros else ""),
+    setting = _("with BatchNorm") if bn == {True} else _("without BatchNorm") if bn == {False} else ""
+    layout = dict(title=title or _("Std of each layer's output on one batch {setting}").format(setting=setting).strip(),
+                  height=380, margin=dict(l=60, r=30, t=50, b=40), xaxis=dict(title=_("layer index"), dtick=1),
+                  yaxis=dict(title=_("std of the output") + (_(" (std 0 drawn at {floor:.0e})").format(floor=floor)
+                                                             if zeros else ""),
                              type="log", exponentformat="e", dtick=log_dtick((math.log10(low), math.log10(high)))),
                   shapes=[dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=1, y1=1,
                                line=dict(color="grey", dash="dot"))])

@@ -31,6 +31,7 @@ import plotly.graph_objects as go
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..i18n import N_, _
 from ..layers import numbered_layers
 from ..monitor import OTHER
 from ..schedules import Preview
@@ -41,7 +42,7 @@ from .health import clip_value
 
 TRANSFER_COLOURS = {"transferred": "#2ca02c", "partial": "#e6b422", "adapted": "#4c78a8",
                     "re-initialised": "#d62728"}
-FREEZE_COLOURS = {"frozen": "#4c78a8", "trainable": "#f58518", "no parameters": "#d0d0d0"}
+FREEZE_COLOURS = {N_("frozen"): "#4c78a8", N_("trainable"): "#f58518", N_("no parameters"): "#d0d0d0"}
 TOP, GAP = 0.5, 0.035  # the layer rows fill the figure above TOP; step panels below, GAP apart
 STEP_PANELS = (("norm", 0.3), ("lr", 0.27), ("loss", 0.25), ("depth", 0.18))
 
@@ -95,7 +96,7 @@ def history_until(history: History, step: int) -> History:
                momentum={k: v[:step] for k, v in history.momentum.items()},
                val={k: v[:done] for k, v in history.val.items()}, events=[e for e in history.events if e[0] <= step],
                epochs_done=done, status=history.status if step == history.step else "replay")
-    if history.non_finite is not None and history.non_finite.step > step:
+    if history.non_finite is not None and step < history.step:  # it failed after the last recorded step
         cut["non_finite"] = None
     return replace(history, **cut)
 
@@ -152,7 +153,7 @@ def _column_markers(labels, states, colours, hover, axis: int, text=None) -> lis
     for state, col in colours.items():
         mine = [k for k, s in enumerate(states) if s == state]
         traces.append(dict(type="scatter", mode="markers+text", x=np.zeros(len(mine)), y=np.array(mine, dtype=float),
-                           marker=dict(symbol="square", size=15, color=col), name=state, legendgroup=f"col{axis}",
+                           marker=dict(symbol="square", size=15, color=col), name=_(state), legendgroup=f"col{axis}",
                            text=[text[k] for k in mine] if text else None, textposition="middle right",
                            textfont=dict(size=9), showlegend=bool(mine), hovertext=[hover[k] for k in mine],
                            hovertemplate="%{hovertext}<extra></extra>", xaxis=f"x{axis}", yaxis=f"y{axis}"))
@@ -163,9 +164,10 @@ def transfer_column(rows, labels, report: TransferReport) -> list[dict]:
     status = layer_transfer_status(report)
     summary = {s.index: s for s in report.by_layer()}
     states = [status.get(r.index) for r in rows]
-    hover = [f"layer {r.label}: {status.get(r.index, 'no state')}" + (
-        f"<br>{summary[r.index].transferred}/{summary[r.index].items} items, "
-        f"{100 * summary[r.index].coverage:.0f}% of parameter values copied" if r.index in summary else "")
+    hover = [_("layer {layer}: {state}").format(layer=r.label, state=status.get(r.index, _("no state"))) + (
+        _("<br>{transferred}/{items} items, {coverage:.0f}% of parameter values copied").format(
+            transferred=summary[r.index].transferred, items=summary[r.index].items,
+            coverage=100 * summary[r.index].coverage) if r.index in summary else "")
         for r in rows]
     return _column_markers(labels, states, TRANSFER_COLOURS, hover, 4)
 
@@ -173,26 +175,27 @@ def transfer_column(rows, labels, report: TransferReport) -> list[dict]:
 def freeze_column(rows, labels, depth: int, bn: str) -> list[dict]:
     states = ["no parameters" if not r.params else "frozen" if r.index < depth else "trainable" for r in rows]
     badges = [bn if s == "frozen" and r.batchnorm else "" for r, s in zip(rows, states)]
-    hover = [f"layer {r.label}: {s}, {r.params:,} parameters" + (f"<br>BatchNorm policy {b!r}" if b else "")
+    hover = [_("layer {layer}: {state}, {params:,} parameters").format(layer=r.label, state=_(s), params=r.params)
+             + (_("<br>BatchNorm policy {policy!r}").format(policy=b) if b else "")
              for r, s, b in zip(rows, states, badges)]
     return _column_markers(labels, states, FREEZE_COLOURS, hover, 2, text=badges)
 
 
 def heatmap_traces(rows, labels, history: History, depth: int, max_columns: int) -> list[dict]:
     traces = [dict(type="heatmap", **heatmap_cells(*grad_rows(rows, history, max_columns)), colorscale="Viridis",
-                   name="log10 grad norm",
+                   name=_("log10 grad norm"),
                    colorbar=dict(title="log10 |g|", len=0.4, y=0.75, x=0.805, thickness=12), hoverongaps=False,
-                   hovertemplate="step %{x}<br>layer %{y}<br>log10 |g| = %{z:.2f}<extra></extra>")]
+                   hovertemplate=_("step %{x}<br>layer %{y}<br>log10 |g| = %{z:.2f}<extra></extra>"))]
     frozen = [k for k, r in enumerate(rows) if r.index < depth and r.params]
     traces.append(dict(type="scatter", mode="text", x=np.full(len(frozen), 0.5), y=np.array(frozen, dtype=float),
-                       text=["frozen"] * len(frozen),
-                       textposition="middle right", textfont=dict(size=9, color="#4c78a8"), name="frozen rows",
+                       text=[_("frozen")] * len(frozen),
+                       textposition="middle right", textfont=dict(size=9, color="#4c78a8"), name=_("frozen rows"),
                        showlegend=False, hoverinfo="skip"))
     found = history.non_finite
     k = _row_of(rows, found.layer) if found is not None and found.layer else None
     if k is not None:
-        traces.append(dict(type="scatter", mode="markers+text", x=[found.step + 1], y=[k], name="non-finite",
-                           text=["non-finite"], textposition="middle left", marker=dict(symbol="x", size=14,
+        traces.append(dict(type="scatter", mode="markers+text", x=[found.step], y=[k], name=_("non-finite"),
+                           text=[_("non-finite")], textposition="middle left", marker=dict(symbol="x", size=14,
                            color="#d62728"), hovertext=[found.message], hovertemplate="%{hovertext}<extra></extra>"))
     return traces
 
@@ -202,10 +205,10 @@ def drift_trace(rows, labels, drift: Mapping[str, float] | None) -> list[dict]:
     drift = drift or {}
     ks = [(k, v) for name, v in drift.items() if (k := _row_of(rows, name)) is not None and math.isfinite(v)]
     return [dict(type="bar", orientation="h", x=np.array([v for _, v in ks], dtype=float),
-                 y=np.array([k for k, _ in ks], dtype=float), name="weight drift",
+                 y=np.array([k for k, _ in ks], dtype=float), name=_("weight drift"),
                  customdata=[labels[k] for k, _ in ks],
                  marker_color="#9467bd", showlegend=False, xaxis="x3", yaxis="y3",
-                 hovertemplate="layer %{customdata}<br>||W - W0|| / ||W0|| = %{x:.3g}<extra></extra>")]
+                 hovertemplate=_("layer %{customdata}<br>||W - W0|| / ||W0|| = %{x:.3g}<extra></extra>"))]
 
 
 def _steps(n: int) -> np.ndarray:
@@ -217,13 +220,13 @@ def norm_traces(history: History) -> list[dict]:
     """The total gradient norm (log axis) and the clip coefficient (right axis, 1 = not clipped)."""
     steps = _steps(history.step)
     return [dict(type="scatter", mode="lines", x=steps, y=np.asarray(history.grad_norm, dtype=float),
-                 name="total |g|", line=dict(color="#333"), xaxis="x5", yaxis="y5"),
+                 name=_("total |g|"), line=dict(color="#333"), xaxis="x5", yaxis="y5"),
             dict(type="scatter", mode="lines", x=_steps(len(history.clip_coef)),
-                 y=np.asarray(history.clip_coef, dtype=float), name="clip coefficient",
+                 y=np.asarray(history.clip_coef, dtype=float), name=_("clip coefficient"),
                  line=dict(color="#d62728", width=1), xaxis="x5", yaxis="y6")]
 
 
-STUDIO_LR_TITLE = "lr (log; 0 not shown)"  # a log axis has no place for the warmup's rate 0
+STUDIO_LR_TITLE = N_("lr (log; 0 not shown)")  # a log axis has no place for the warmup's rate 0
 def lr_traces(history: History, preview: Preview | None) -> list[dict]:
     """Every group's LR: the preview dashed, the record solid. Groups on the same curve are stacked widest first,
     and the legend names the groups each coincides with."""
@@ -242,7 +245,8 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
         style = dict(legendgroup=f"lr {name}", xaxis="x7", yaxis="y7", mode="lines")
         if preview is not None and name in preview.lr:
             y = np.asarray(preview.lr[name], dtype=float)
-            traces.append(dict(type="scatter", x=_steps(len(y)), y=y, name=f"lr {name}{note[name]} preview",
+            traces.append(dict(type="scatter", x=_steps(len(y)), y=y,
+                               name=_("lr {group}{same} preview").format(group=name, same=note[name]),
                                line=dict(color=colour(k), dash="dash", width=width[name]), opacity=0.6, **style))
         if name in history.lr:
             y = np.asarray(history.lr[name], dtype=float)
@@ -254,13 +258,14 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
 def loss_traces(history: History) -> list[dict]:
     """The training loss per step and the validation metric (accuracy, mAP50) at the end of each epoch (right axis)."""
     traces = [dict(type="scatter", mode="lines", x=_steps(history.step), y=np.asarray(history.loss, dtype=float),
-                   name="train loss", line=dict(color="#1f77b4"), xaxis="x8", yaxis="y8")]
+                   name=_("train loss"), line=dict(color="#1f77b4"), xaxis="x8", yaxis="y8")]
     shown = [k for k in ("accuracy", "mAP50") if k in history.val] or [k for k in history.val if k != "loss"]
     for key in shown[:1]:
         values = history.val[key]
         ends = epoch_end_steps(history)[: len(values)]
         traces.append(dict(type="scatter", mode="lines+markers", x=np.asarray(ends), y=np.asarray(values, dtype=float),
-                           name=f"val {key}", line=dict(color="#2ca02c"), xaxis="x8", yaxis="y9"))
+                           name=_("val {metric}").format(metric=key), line=dict(color="#2ca02c"), xaxis="x8",
+                           yaxis="y9"))
     return traces
 
 
@@ -276,14 +281,14 @@ def depth_traces(history: History, depth: int, total: int) -> list[dict]:
     changes = depth_changes(history)
     now = len(history.depth)
     return [dict(type="scatter", mode="lines", x=_steps(now), y=np.asarray(history.depth, dtype=float),
-                 line=dict(color="#4c78a8", shape="hv"), name="freeze depth", **style),
+                 line=dict(color="#4c78a8", shape="hv"), name=_("freeze depth"), **style),
             dict(type="scatter", mode="markers+text", x=np.array([c[0] for c in changes], dtype=float),
-                 y=np.array([c[1] for c in changes], dtype=float), name="depth changes",
+                 y=np.array([c[1] for c in changes], dtype=float), name=_("depth changes"),
                  text=[f"{c[1]}" if c[2] is None else f"{c[2]}→{c[1]}" for c in changes], textposition="top right",
                  marker=dict(symbol="diamond", size=9, color="#4c78a8"), showlegend=False, **style),
             dict(type="scatter", mode="lines", x=np.array([max(now, 1), max(total, now + 1)], dtype=float),
                  y=np.array([depth, depth], dtype=float), line=dict(color="#4c78a8", dash="dot"),
-                 name="slider depth (ahead)", **style)]
+                 name=_("slider depth (ahead)"), **style)]
 
 
 def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float | None, depth_max: int) -> dict:
@@ -294,13 +299,13 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
                      domain=[TOP, 1.0], showgrid=False, zeroline=False)
     layout = {"xaxis": dict(domain=heat, anchor="y", range=[0.5, total + 0.5], showticklabels=False),
               "yaxis": dict(rows_axis, anchor="x", showticklabels=not cols),
-              "xaxis3": dict(domain=[0.9, 1.0], anchor="y3", title="drift", rangemode="tozero", nticks=3),
+              "xaxis3": dict(domain=[0.9, 1.0], anchor="y3", title=_("drift"), rangemode="tozero", nticks=3),
               "yaxis3": dict(rows_axis, anchor="x3", matches="y", showticklabels=False)}
     for k, (axis, domain) in enumerate(cols):
         n = axis[1:]
         layout[f"xaxis{n}"] = dict(domain=domain, anchor=f"y{n}", range=[-0.6, 2.2], showticklabels=False,
                                    showgrid=False, zeroline=False,
-                                   title=dict(text="transfer" if axis == "x4" else "frozen", font=dict(size=10)))
+                                   title=dict(text=_("transfer") if axis == "x4" else _("frozen"), font=dict(size=10)))
         layout[f"yaxis{n}"] = dict(rows_axis, anchor=f"x{n}", matches=None if k == 0 else "y", showticklabels=k == 0)
     if cols:
         layout["yaxis"]["matches"] = f"y{cols[0][0][1:]}"
@@ -311,22 +316,23 @@ def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float
         layout[f"xaxis{n}"] = dict(domain=heat, anchor=f"y{n}", matches="x", showticklabels=panel == "depth")
         layout[f"yaxis{n}"] = dict(domain=[round(max(top - size, 0), 4), round(top, 4)], anchor=f"x{n}")
         top -= size + GAP
-    layout["yaxis5"].update(type="log", title="total |g|", dtick=1)  # one tick label a decade: minor labels overlap
-    layout["yaxis6"] = dict(overlaying="y5", anchor="x5", side="right", range=[0, 1.05], title="clip coef",
+    layout["yaxis5"].update(type="log", title=_("total |g|"), dtick=1)  # one tick label a decade: minor labels overlap
+    layout["yaxis6"] = dict(overlaying="y5", anchor="x5", side="right", range=[0, 1.05], title=_("clip coef"),
                             tickvals=[0, 0.5, 1], showgrid=False)
     # a log axis: 1e-5 and 0.1 both show
-    layout["yaxis7"].update(title=STUDIO_LR_TITLE, type="log", dtick=1, exponentformat="power")
-    layout["yaxis8"]["title"] = "loss"
-    layout["yaxis9"] = dict(overlaying="y8", anchor="x8", side="right", range=[0, 1.05], title="val",
+    layout["yaxis7"].update(title=_(STUDIO_LR_TITLE), type="log", dtick=1, exponentformat="power")
+    layout["yaxis8"]["title"] = _("loss")
+    layout["yaxis9"] = dict(overlaying="y8", anchor="x8", side="right", range=[0, 1.05], title=_("val"),
                           tickvals=[0, 0.5, 1], showgrid=False)
-    layout["yaxis10"].update(title="depth", range=[-0.5, depth_max + 0.5])
-    layout["xaxis10"]["title"] = "step"
+    layout["yaxis10"].update(title=_("depth"), range=[-0.5, depth_max + 0.5])
+    layout["xaxis10"]["title"] = _("step")
     shapes = [dict(type="line", xref="x7", yref="y7 domain", x0=now, x1=now, y0=0, y1=1, line=dict(color="black"))]
-    notes = [dict(text="now", xref="x7", yref="y7 domain", x=now, y=1, showarrow=False, yanchor="bottom")]
+    notes = [dict(text=_("now"), xref="x7", yref="y7 domain", x=now, y=1, showarrow=False, yanchor="bottom")]
     if clip:
         shapes.append(dict(type="line", xref="x5 domain", yref="y5", x0=0, x1=1, y0=clip, y1=clip,
                            line=dict(color="#d62728", dash="dash")))
-        notes.append(dict(text=f"clip {clip:g}", xref="x5 domain", yref="y5", x=1, y=math.log10(clip),
+        notes.append(dict(text=_("clip {clip:g}").format(clip=clip), xref="x5 domain", yref="y5", x=1,
+                          y=math.log10(clip),
                           xanchor="right", yanchor="bottom", showarrow=False, font=dict(color="#d62728")))
     layout.update(shapes=shapes, annotations=notes)
     return layout
@@ -354,7 +360,8 @@ def studio_figure(rows: Sequence[LayerRow], history: History | None = None, *, r
     traces += drift_trace(rows, labels, drift) + norm_traces(history) + lr_traces(history, preview)
     traces += loss_traces(history) + depth_traces(history, depth, total)
     layout = _layout(labels, report is not None, total, history.step, clip_value(history), max(len(rows) - 1, 1))
-    status = f"{history.status}: step {history.step} of {total}, epoch {history.epochs_done}, depth {depth} ({bn})"
+    status = _("{status}: step {step} of {total}, epoch {epoch}, depth {depth} ({bn})").format(
+        status=history.status, step=history.step, total=total, epoch=history.epochs_done, depth=depth, bn=bn)
     layout.update(title=title or status, height=940, margin=dict(l=70, r=40, t=50, b=40),
                   legend=dict(orientation="h", y=-0.05, font=dict(size=10)), barmode="overlay")
     return go.Figure(traces, layout, _validate=False)  # built from checked dicts; validating costs ~20 ms
