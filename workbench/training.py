@@ -53,6 +53,7 @@ from .i18n import _, ngettext
 from .metrics import evaluate
 from .monitor import GradientMonitor, NonFinite
 from .optim import make_optimizer
+from .run_labels import metrics_text, status_label
 from .run_state import RunState, check_resume
 from .schedules import Schedule
 from .step import Snapshot, StepFailed, locate_failed_loss, record_failure, record_non_finite, step_time, train_step
@@ -121,10 +122,9 @@ class History:
 
     def __repr__(self) -> str:
         last = _(", last loss {loss:.4f}").format(loss=self.loss[-1]) if self.loss else ""
-        val = _(", ").join(_("val {metric} {value:.4f}").format(metric=k, value=v[-1]) for k, v in self.val.items()
-                           if v)
+        val = metrics_text(self.val, digits=4)
         return _("History({status}: {steps} steps, {epochs}{last}{val})").format(
-            status=self.status, steps=self.step, epochs=self._epochs_text(), last=last,
+            status=status_label(self.status), steps=self.step, epochs=self._epochs_text(), last=last,
             val=_(", ") + val if val else "")
 
     def _epochs_text(self) -> str:

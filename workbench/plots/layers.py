@@ -167,7 +167,7 @@ def frozen_span(rows: list[tuple[int, str, str, int, int, str]], depth: int | No
     partly, empty = sum(0 < r[3] < r[4] for r in inside), sum(r[4] == 0 for r in inside)
     notes = ([_("{n} of them partly").format(n=partly)] if partly else []) + (
         [ngettext("{n} has no parameters", "{n} have no parameters", empty).format(n=empty)] if empty else [])
-    return span + (" (" + _(", ").join(notes) + ")" if notes else "")
+    return span + (_(" ({notes})").format(notes=_(", ").join(notes)) if notes else "")
 
 
 def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None, depth: int | None = None) -> go.Figure:
