@@ -229,7 +229,8 @@ def test_without_the_font_package_a_warning_names_it(zh, monkeypatch):
 
 def _run_history(status="completed"):
     return wb.History(loss=[2.0, 1.0], epoch=[0, 0], val={"loss": [0.9, 0.0047], "accuracy": [0.5, 1.0]},
-                      epochs_done=2, status=status, lr={"weight": [0.0, 0.01], "norm": [0.0, 0.01], "bias": [0.1, 0.01]},
+                      epochs_done=2, status=status,
+                      lr={"weight": [0.0, 0.01], "norm": [0.0, 0.01], "bias": [0.1, 0.01]},
                       layer_names=["a", "b"], layer_grad_norms=[[1.0, 10.0], [0.1, 0.0]])
 
 
@@ -257,7 +258,8 @@ def test_run_statuses_metrics_and_lr_lines_read_in_chinese_while_the_record_stay
     assert names == ["学习率 weight（= norm） 预览", "学习率 weight（= norm）", "学习率 norm（= weight） 预览",
                      "学习率 norm（= weight）", "学习率 bias 预览", "学习率 bias", "验证准确率"]
     assert frozen_span([(0, "Conv", "backbone", 10, 10, ""), (1, "ReLU", "backbone", 0, 0, ""),
-                        (2, "Conv", "backbone", 5, 10, "affine")]) == "第 0–2 层已冻结（其中 1 层部分冻结，1 层没有参数）"
+                        (2, "Conv", "backbone", 5, 10, "affine")]) == (
+        "第 0–2 层已冻结（其中 1 层部分冻结，1 层没有参数）")
     rows = [SignalRow("kaiming", bn, i, f"layers.{i}", "Conv", 0.0, 1.0 + i) for bn in (True, False) for i in range(2)]
     assert [signal_figure(r).layout.title.text for r in (rows, rows[2:])] == [
         "一个批次上各层输出的标准差", "一个批次上各层输出的标准差（无批归一化）"]

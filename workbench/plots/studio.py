@@ -363,7 +363,8 @@ def studio_figure(rows: Sequence[LayerRow], history: History | None = None, *, r
     traces += loss_traces(history) + depth_traces(history, depth, total)
     layout = _layout(labels, report is not None, total, history.step, clip_value(history), max(len(rows) - 1, 1))
     status = _("{status}: step {step} of {total}, epoch {epoch}, depth {depth} ({bn})").format(
-        status=status_label(history.status), step=history.step, total=total, epoch=history.epochs_done, depth=depth, bn=bn)
+        status=status_label(history.status), step=history.step, total=total, epoch=history.epochs_done, depth=depth,
+        bn=bn)
     layout.update(title=title or status, height=940, margin=dict(l=70, r=40, t=50, b=40),
                   legend=dict(orientation="h", y=-0.05, font=dict(size=10)), barmode="overlay")
     return go.Figure(traces, layout, _validate=False)  # built from checked dicts; validating costs ~20 ms
