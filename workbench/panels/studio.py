@@ -89,7 +89,7 @@ class Studio(Panel, Worker):
         slider = dict(style=STYLE, continuous_update=False)
         self.depth = widgets.IntSlider(value=depth, min=0, max=max(n_layers - 1, 0), description=_("freeze depth"),
                                        **slider)
-        self.bn = widgets.Dropdown(options=BN_POLICIES, value=bn, description="BatchNorm", style=STYLE,
+        self.bn = widgets.Dropdown(options=BN_POLICIES, value=bn, description=_("BatchNorm"), style=STYLE,
                                    layout=widgets.Layout(width="180px"))
         self.lr0 = widgets.FloatLogSlider(value=lr0, base=10, min=-4, max=0, step=0.1, description="lr0",
                                           readout_format=".4f", **slider)

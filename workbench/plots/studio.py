@@ -42,7 +42,7 @@ from .curves import coinciding_curves, colour, epoch_end_steps
 from .health import clip_value
 
 TRANSFER_COLOURS = {"transferred": "#2ca02c", "partial": "#e6b422", "adapted": "#4c78a8",
-                    "re-initialised": "#d62728"}
+                    N_("re-initialised"): "#d62728"}  # the studio's own word; the ledger's statuses stay as named
 FREEZE_COLOURS = {N_("frozen"): "#4c78a8", N_("trainable"): "#f58518", N_("no parameters"): "#d0d0d0"}
 TOP, GAP = 0.5, 0.035  # the layer rows fill the figure above TOP; step panels below, GAP apart
 STEP_PANELS = (("norm", 0.3), ("lr", 0.27), ("loss", 0.25), ("depth", 0.18))
@@ -165,7 +165,8 @@ def transfer_column(rows, labels, report: TransferReport) -> list[dict]:
     status = layer_transfer_status(report)
     summary = {s.index: s for s in report.by_layer()}
     states = [status.get(r.index) for r in rows]
-    hover = [_("layer {layer}: {state}").format(layer=r.label, state=status.get(r.index, _("no state"))) + (
+    hover = [_("layer {layer}: {state}").format(layer=r.label,
+                                                state=_(status[r.index]) if r.index in status else _("no state")) + (
         _("<br>{transferred}/{items} items, {coverage:.0f}% of parameter values copied").format(
             transferred=summary[r.index].transferred, items=summary[r.index].items,
             coverage=100 * summary[r.index].coverage) if r.index in summary else "")
