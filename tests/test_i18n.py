@@ -21,6 +21,7 @@ from workbench.plots.signals import signal_figure
 from workbench.plots.studio import layer_rows, studio_figure
 from workbench.stability import SignalRow
 from workbench.table import width
+from workbench.training import Freeze
 
 PACKAGE = Path(i18n.__file__).parent
 PO = PACKAGE / "locale" / "zh" / "LC_MESSAGES" / "workbench.po"
@@ -329,3 +330,46 @@ def test_english_text_of_run_labels_lr_lines_and_tables_is_unchanged(tiny_shapes
     lines = str(wb.layer_table(wb.build_model(nc=3))).splitlines()
     assert lines[0] == "index  name      stage     type         params  trainable  bn policy"
     assert lines[-1].split() == ["total", "1,442,131", "1,442,131"]
+
+
+def _non_finite_history():
+    from workbench.step import StepFailed, record_non_finite
+
+    history = wb.History(loss=[1.0] * 5, epoch=[0] * 5, status="running")
+    record_non_finite(history, StepFailed("gradient", float("inf"), "layers.0", "layers.0.conv.weight"))
+    return history
+
+
+def test_events_are_recorded_in_english_and_shown_in_chinese(zh, tiny_shapes):
+    from workbench.run_labels import event_text
+
+    history = _non_finite_history()
+    english = ("step 6: non-finite gradient inf in layer layers.0 (parameter layers.0.conv.weight); the model holds "
+               "the weights of step 5 (restored)")
+    assert history.events[-1] == (5, english)  # the record is the same in every language
+    assert event_text(history.events[-1][1]) == (
+        "第 6 步：梯度出现非有限值 inf，位于 layers.0（参数 layers.0.conv.weight）；模型保留的是第 5 步的权重（已恢复）")
+    train, _val = tiny_shapes
+    run = wb.fit(wb.build_model(nc=3), train, epochs=2, batch_size=4, freeze=Freeze({0: 9, 1: 2}),
+                 progress=False)
+    assert [t for _, t in run.events] == ["step 1 (epoch 1): freeze depth 9",
+                                          "step 3 (epoch 2): freeze depth 2 (was 9)"]
+    assert [event_text(t) for _, t in run.events] == ["第 1 步（第 1 轮）：冻结深度改为 9",
+                                                      "第 3 步（第 2 轮）：冻结深度改为 2（原为 9）"]
+    assert event_text("a line recorded elsewhere") == "a line recorded elsewhere"
+    panel = TrainPanel(wb.build_model(nc=3), train, epochs=1, batch_size=8)
+    panel.history = history
+    panel.redraw()
+    assert panel.status.value == ("出现非有限值：第 5 步，已完成 0 轮，损失 1.0000 · 第 6 步：梯度出现非有限值 inf，"
+                                  "位于 layers.0（参数 layers.0.conv.weight）；模型保留的是第 5 步的权重（已恢复）")
+
+
+def test_english_event_lines_on_the_panels_are_unchanged(tiny_shapes):
+    i18n.set_language("en")
+    train, _val = tiny_shapes
+    panel = TrainPanel(wb.build_model(nc=3), train, epochs=1, batch_size=8)
+    panel.history = _non_finite_history()
+    panel.redraw()
+    assert panel.status.value == ("non_finite: step 5, epoch 0, loss 1.0000 · step 6: non-finite gradient inf in layer "
+                                  "layers.0 (parameter layers.0.conv.weight); the model holds the weights of step 5 "
+                                  "(restored)")

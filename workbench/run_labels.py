@@ -2,7 +2,8 @@
 
 ``History.status`` and the keys of ``History.val`` stay as the code writes them (``"completed"``,
 ``"accuracy"``): only what is shown goes through the catalogue. A metric the workbench does not
-know (``"mAP50"``, a user's own) keeps its name.
+know (``"mAP50"``, a user's own) keeps its name. ``History.events`` records English text made by
+:func:`event`, which keeps its template so that :func:`event_text` can show it translated.
 
 Example:
     >>> from workbench.i18n import set_language
@@ -10,6 +11,10 @@ Example:
     ('completed', 'val loss 0.2500, val accuracy 1.0000')
     >>> set_language("zh"); status_label("completed"), metrics_text({"loss": [0.25], "mAP50": [0.5]}, digits=3)
     ('训练完成', '验证损失 0.250，验证 mAP50 0.500')
+    >>> note = event(N_("interrupted after step {step}"), step=3); note, note == "interrupted after step 3"
+    ('interrupted after step 3', True)
+    >>> set_language("zh"); event_text(note)
+    '在第 3 步后中断'
     >>> set_language("en")
 """
 from __future__ import annotations
@@ -31,6 +36,27 @@ def status_label(status: str) -> str:
 def metric_label(key: str) -> str:
     """The name of validation metric ``key`` as shown (``"val accuracy"``; an unknown key: ``"val <key>"``)."""
     return _(METRICS[key]) if key in METRICS else _("val {metric}").format(metric=key)
+
+
+class Event(str):
+    """An event's English text as ``History.events`` records it, with the template and fields it was made from."""
+
+    template: str = ""
+    fields: dict = {}
+
+
+def event(template: str, **fields) -> Event:
+    """``template`` (marked with ``N_``) filled with ``fields`` in English; a field may be an :class:`Event` too."""
+    made = Event(template.format(**fields))
+    made.template, made.fields = template, fields
+    return made
+
+
+def event_text(text: str) -> str:
+    """An event in the current language (text not made by :func:`event` is shown as it is)."""
+    if not isinstance(text, Event) or not text.template:
+        return text
+    return _(text.template).format(**{k: event_text(v) for k, v in text.fields.items()})
 
 
 def metrics_text(val: Mapping[str, Sequence[float]], digits: int) -> str:

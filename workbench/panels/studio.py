@@ -30,7 +30,7 @@ from ..layers import numbered_layers
 from ..monitor import snapshot, weight_drift
 from ..optim import make_optimizer, param_groups
 from ..plots.studio import history_until, layer_rows, studio_figure
-from ..run_labels import metrics_text, status_label
+from ..run_labels import event_text, metrics_text, status_label
 from ..schedules import PROFILES, YoloSchedule
 from ..training import Batches, Freeze, History, fit, pick_device
 from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
@@ -259,7 +259,7 @@ class Studio(Panel, Worker):
                                                                                   depth=self.depth.value))
         val = metrics_text(history.val, digits=3)
         loss = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
-        last = f" · {history.events[-1][1]}" if history.events else ""
+        last = f" · {event_text(history.events[-1][1])}" if history.events else ""
         return html.escape(_("{status}: step {step}, epoch {epoch}").format(
             status=status_label(history.status), step=history.step, epoch=history.epochs_done) + loss
             + (_(", ") + val if val else "") + last)

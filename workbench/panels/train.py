@@ -24,7 +24,7 @@ from torch import nn
 
 from ..i18n import _
 from ..plots import training_dashboard
-from ..run_labels import metrics_text, status_label
+from ..run_labels import event_text, metrics_text, status_label
 from ..training import History, fit
 from .base import Panel, Throttle, Worker, live_figure, refresh_figure
 
@@ -100,7 +100,7 @@ class TrainPanel(Panel, Worker):
         self.redraws += 1
         val = metrics_text(history.val, digits=3)
         last = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
-        events = f" · {html.escape(history.events[-1][1])}" if history.events and history.status in (
+        events = f" · {html.escape(event_text(history.events[-1][1]))}" if history.events and history.status in (
             "interrupted", "non_finite") else ""
         self.status.value = _("{status}: step {step}, epoch {epoch}").format(
             status=status_label(history.status), step=history.step, epoch=history.epochs_done) + last + (
