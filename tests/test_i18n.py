@@ -348,7 +348,8 @@ def test_events_are_recorded_in_english_and_shown_in_chinese(zh, tiny_shapes):
                "the weights of step 5 (restored)")
     assert history.events[-1] == (5, english)  # the record is the same in every language
     assert event_text(history.events[-1][1]) == (
-        "第 6 步：梯度出现非有限值 inf，位于 layers.0（参数 layers.0.conv.weight）；模型保留的是第 5 步的权重（已恢复）")
+        "第 6 步：梯度出现非有限值 inf，位于 layers.0（参数 layers.0.conv.weight）；"
+        "模型保留的是第 5 步的权重（已恢复）")
     train, _val = tiny_shapes
     run = wb.fit(wb.build_model(nc=3), train, epochs=2, batch_size=4, freeze=Freeze({0: 9, 1: 2}),
                  progress=False)
