@@ -272,6 +272,7 @@ def test_panel_status_lines_use_chinese_words_and_punctuation(zh, tiny_shapes):
     train, val = tiny_shapes
     studio = Studio(wb.build_model(nc=3), train, val, epochs=1, batch_size=8)
     assert studio.status.value.startswith("YOLO 的权重：Transferred 158/158 items")
+    assert studio.bn.description == "批归一化"
     assert studio._status_text(_run_history()) == (
         "训练完成：第 2 步，已完成 2 轮，损失 1.0000，验证损失 0.005，验证准确率 1.000")
     panel = TrainPanel(wb.build_model(nc=3), train, val, epochs=1, batch_size=8)
@@ -320,6 +321,8 @@ def test_english_text_of_run_labels_lr_lines_and_tables_is_unchanged(tiny_shapes
     train, val = tiny_shapes
     studio = Studio(wb.build_model(nc=3), train, val, epochs=1, batch_size=8)
     assert studio.status.value == "YOLO weights: Transferred 158/158 items from pretrained weights · press Start"
+    assert studio.bn.description == "BatchNorm"
+    assert _transfer_legend() == ["transferred", "re-initialised"]
     assert studio._status_text(wb.History(loss=[1.0], epoch=[0], status="interrupted", val={"mAP50": [0.5]},
                                           events=[(1, "interrupted after step 1")])) == (
         "interrupted: step 1, epoch 0, loss 1.0000, val mAP50 0.500 · interrupted after step 1")
@@ -374,3 +377,16 @@ def test_english_event_lines_on_the_panels_are_unchanged(tiny_shapes):
     assert panel.status.value == ("non_finite: step 5, epoch 0, loss 1.0000 · step 6: non-finite gradient inf in layer "
                                   "layers.0 (parameter layers.0.conv.weight); the model holds the weights of step 5 "
                                   "(restored)")
+
+
+def _transfer_legend() -> list[str]:
+    """The studio's transfer column for a head that takes nothing from the source (6 classes into 3)."""
+    from foreign_models import TinyResNet
+
+    model = TinyResNet(3)
+    figure = studio_figure(layer_rows(model), report=wb.transfer(TinyResNet(6), model, dry_run=True))
+    return [t.name for t in figure.data if t.legendgroup == "col4" and t.showlegend]
+
+
+def test_the_studio_names_its_own_transfer_state_in_chinese_and_keeps_the_ledger_statuses(zh):
+    assert _transfer_legend() == ["transferred", "重新初始化"]  # "transferred" is the ledger's status, as printed
