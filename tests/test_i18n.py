@@ -12,11 +12,16 @@ import pytest
 from babel.messages.pofile import read_po
 
 import workbench as wb
-from workbench import i18n
-from workbench.panels import FreezeDepthPreview, FreezePanel, WarmupPanel
-from workbench.plots import grad_heatmap, loss_curve, lr_curves, signal_plot
+from workbench import data, i18n
+from workbench.experiments.pretraining import Sweep
+from workbench.panels import FreezeDepthPreview, FreezePanel, Studio, TrainPanel, WarmupPanel
+from workbench.plots import grad_heatmap, loss_curve, lr_curves, signal_plot, training_dashboard
+from workbench.plots.layers import frozen_span
+from workbench.plots.signals import signal_figure
+from workbench.plots.studio import layer_rows, studio_figure
 from workbench.stability import SignalRow
 from workbench.table import width
+from workbench.training import Freeze
 
 PACKAGE = Path(i18n.__file__).parent
 PO = PACKAGE / "locale" / "zh" / "LC_MESSAGES" / "workbench.po"
@@ -152,7 +157,7 @@ def test_printed_summaries_translate_and_keep_ultralytics_lines(zh):
     assert summary.startswith("freeze depth=3, bn='eval'：在 3 层中冻结 18 个张量")
     assert "--freeze 3" in FreezeDepthPreview(wb.build_model(), depth=3).summary.value
     history = wb.History(loss=[1.0], epoch=[0], epochs_done=1, status="completed")
-    assert repr(history) == "History(completed：1 步，1 轮，最后损失 1.0000)"
+    assert repr(history) == "History(训练完成：1 步，1 轮，最后损失 1.0000)"
 
 
 def test_report_tables_take_translated_headings_and_stay_aligned(zh):
@@ -221,3 +226,167 @@ def test_without_the_font_package_a_warning_names_it(zh, monkeypatch):
     monkeypatch.setitem(sys.modules, "noto_cjk_sans_otc", None)  # as if it were not installed
     with pytest.warns(UserWarning, match="pip install noto-cjk-sans-otc"):
         assert fonts.font_rc() == {}
+
+
+def _run_history(status="completed"):
+    return wb.History(loss=[2.0, 1.0], epoch=[0, 0], val={"loss": [0.9, 0.0047], "accuracy": [0.5, 1.0]},
+                      epochs_done=2, status=status,
+                      lr={"weight": [0.0, 0.01], "norm": [0.0, 0.01], "bias": [0.1, 0.01]},
+                      layer_names=["a", "b"], layer_grad_norms=[[1.0, 10.0], [0.1, 0.0]])
+
+
+def _studio_trace_names(history):
+    model = wb.build_model(nc=3)
+    preview = wb.YoloSchedule("ultralytics").preview(wb.param_groups(model, 0.01), nb=1, epochs=2)
+    figure = studio_figure(layer_rows(model), history, preview=preview)
+    lines = [t for t in figure.data if (t.legendgroup or "").startswith("lr ") or t.yaxis == "y9"]  # LR, val metric
+    return figure.to_dict()["layout"]["title"], [t.name for t in lines]
+
+
+def test_run_statuses_metrics_and_lr_lines_read_in_chinese_while_the_record_stays_english(zh):
+
+    history = _run_history()
+    assert repr(history) == "History(训练完成：2 步，2 轮，最后损失 1.0000，验证损失 0.0047，验证准确率 1.0000)"
+    assert history.status == "completed" and list(history.val) == ["loss", "accuracy"]  # the record keeps its names
+    assert repr(wb.History(loss=[1.0], epoch=[0], status="interrupted", val={"mAP50": [0.25]})) == (
+        "History(已中断：1 步，停在第 1 轮（已完成 0 轮），最后损失 1.0000，验证 mAP50 0.2500)")
+    dashboard = training_dashboard(history)
+    assert dashboard.layout.title.text == "训练完成：第 2 步，已完成 2 轮"
+    assert [t.name for t in dashboard.data][1:3] == ["学习率 weight = norm", "学习率 bias"]
+    assert dashboard.layout.yaxis2.title.text == "学习率"
+    title, names = _studio_trace_names(history)
+    assert title.startswith("训练完成：第 2/2 步，已完成 2 轮")
+    assert names == ["学习率 weight（= norm） 预览", "学习率 weight（= norm）", "学习率 norm（= weight） 预览",
+                     "学习率 norm（= weight）", "学习率 bias 预览", "学习率 bias", "验证准确率"]
+    assert frozen_span([(0, "Conv", "backbone", 10, 10, ""), (1, "ReLU", "backbone", 0, 0, ""),
+                        (2, "Conv", "backbone", 5, 10, "affine")]) == (
+        "第 0–2 层已冻结（其中 1 层部分冻结，1 层没有参数）")
+    rows = [SignalRow("kaiming", bn, i, f"layers.{i}", "Conv", 0.0, 1.0 + i) for bn in (True, False) for i in range(2)]
+    assert [signal_figure(r).layout.title.text for r in (rows, rows[2:])] == [
+        "一个批次上各层输出的标准差", "一个批次上各层输出的标准差（无批归一化）"]
+    assert Sweep(()).figure().layout.title.text == "不同设置下：预训练权重与从零训练对比"  # the default, at call time
+
+
+def test_panel_status_lines_use_chinese_words_and_punctuation(zh, tiny_shapes):
+
+    train, val = tiny_shapes
+    studio = Studio(wb.build_model(nc=3), train, val, epochs=1, batch_size=8)
+    assert studio.status.value.startswith("YOLO 的权重：Transferred 158/158 items")
+    assert studio.bn.description == "批归一化"
+    assert studio._status_text(_run_history()) == (
+        "训练完成：第 2 步，已完成 2 轮，损失 1.0000，验证损失 0.005，验证准确率 1.000")
+    panel = TrainPanel(wb.build_model(nc=3), train, val, epochs=1, batch_size=8)
+    panel.history = _run_history()
+    panel.redraw()
+    assert panel.status.value == "训练完成：第 2 步，已完成 2 轮，损失 1.0000，验证损失 0.005，验证准确率 1.000"
+
+
+def test_the_layer_table_takes_translated_headings_and_total(zh):
+    lines = str(wb.layer_table(wb.build_model(nc=3))).splitlines()
+    assert lines[0].split() == ["编号", "名称", "阶段", "类型", "参数量", "可训练", "批归一化策略"]
+    assert lines[-1].split()[0] == "合计" and lines[1].split()[2:4] == ["backbone", "Conv"]  # values stay as named
+    trainable_end = width(lines[0][:lines[0].index("可训练") + 3])  # right-aligned under a two-column-wide heading
+    assert width(lines[1].rstrip()) == trainable_end and lines[1].rstrip().endswith("464")
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes():
+    return data.split(data.shapes(4, classes=3, size=16, seed=0), 0.25, seed=0)
+
+
+def test_english_text_of_run_labels_lr_lines_and_tables_is_unchanged(tiny_shapes):
+    """Golden strings taken before statuses, metric names, LR lines and the layer table went through the catalogue."""
+
+    i18n.set_language("en")
+    history = _run_history()
+    assert repr(history) == ("History(completed: 2 steps, 2 epochs, last loss 1.0000, val loss 0.0047, "
+                             "val accuracy 1.0000)")
+    assert [repr(wb.History(loss=[1.0], epoch=[0], status=s, val={"mAP50": [0.25]})) for s in ("new", "failed")] == [
+        "History(new: 1 steps, 0 epochs, last loss 1.0000, val mAP50 0.2500)",
+        "History(failed: 1 steps, stopped in epoch 1 (0 completed), last loss 1.0000, val mAP50 0.2500)"]
+    dashboard = training_dashboard(history)
+    assert (dashboard.layout.title.text, dashboard.layout.yaxis2.title.text, [t.name for t in dashboard.data]) == (
+        "completed: step 2, epoch 2", "lr", ["loss", "lr weight = norm", "lr bias", "log10 grad norm"])
+    title, names = _studio_trace_names(history)
+    assert title.startswith("completed: step 2 of 2, epoch 2")
+    assert names == ["lr weight (= norm) preview", "lr weight (= norm)", "lr norm (= weight) preview",
+                     "lr norm (= weight)", "lr bias preview", "lr bias", "val accuracy"]
+    assert frozen_span([(0, "Conv", "backbone", 10, 10, ""), (1, "ReLU", "backbone", 0, 0, ""),
+                        (2, "Conv", "backbone", 5, 10, "affine")]) == (
+        "layers 0-2 frozen (1 of them partly, 1 has no parameters)")
+    rows = [SignalRow("kaiming", bn, i, f"layers.{i}", "Conv", 0.0, 1.0 + i) for bn in (True, False) for i in range(2)]
+    assert [signal_figure(r).layout.title.text for r in (rows, rows[:2])] == [
+        "Std of each layer's output on one batch", "Std of each layer's output on one batch with BatchNorm"]
+    assert Sweep(()).figure().layout.title.text == "Pretrained against scratch over the knobs"
+    train, val = tiny_shapes
+    studio = Studio(wb.build_model(nc=3), train, val, epochs=1, batch_size=8)
+    assert studio.status.value == "YOLO weights: Transferred 158/158 items from pretrained weights · press Start"
+    assert studio.bn.description == "BatchNorm"
+    assert _transfer_legend() == ["transferred", "re-initialised"]
+    assert studio._status_text(wb.History(loss=[1.0], epoch=[0], status="interrupted", val={"mAP50": [0.5]},
+                                          events=[(1, "interrupted after step 1")])) == (
+        "interrupted: step 1, epoch 0, loss 1.0000, val mAP50 0.500 · interrupted after step 1")
+    panel = TrainPanel(wb.build_model(nc=3), train, val, epochs=1, batch_size=8)
+    panel.history = history
+    panel.redraw()
+    assert panel.status.value == "completed: step 2, epoch 2, loss 1.0000, val loss 0.005, val accuracy 1.000"
+    lines = str(wb.layer_table(wb.build_model(nc=3))).splitlines()
+    assert lines[0] == "index  name      stage     type         params  trainable  bn policy"
+    assert lines[-1].split() == ["total", "1,442,131", "1,442,131"]
+
+
+def _non_finite_history():
+    from workbench.step import StepFailed, record_non_finite
+
+    history = wb.History(loss=[1.0] * 5, epoch=[0] * 5, status="running")
+    record_non_finite(history, StepFailed("gradient", float("inf"), "layers.0", "layers.0.conv.weight"))
+    return history
+
+
+def test_events_are_recorded_in_english_and_shown_in_chinese(zh, tiny_shapes):
+    from workbench.run_labels import event_text
+
+    history = _non_finite_history()
+    english = ("step 6: non-finite gradient inf in layer layers.0 (parameter layers.0.conv.weight); the model holds "
+               "the weights of step 5 (restored)")
+    assert history.events[-1] == (5, english)  # the record is the same in every language
+    assert event_text(history.events[-1][1]) == (
+        "第 6 步：梯度出现非有限值 inf，位于 layers.0（参数 layers.0.conv.weight）；"
+        "模型保留的是第 5 步的权重（已恢复）")
+    train, _val = tiny_shapes
+    run = wb.fit(wb.build_model(nc=3), train, epochs=2, batch_size=4, freeze=Freeze({0: 9, 1: 2}),
+                 progress=False)
+    assert [t for _, t in run.events] == ["step 1 (epoch 1): freeze depth 9",
+                                          "step 3 (epoch 2): freeze depth 2 (was 9)"]
+    assert [event_text(t) for _, t in run.events] == ["第 1 步（第 1 轮）：冻结深度改为 9",
+                                                      "第 3 步（第 2 轮）：冻结深度改为 2（原为 9）"]
+    assert event_text("a line recorded elsewhere") == "a line recorded elsewhere"
+    panel = TrainPanel(wb.build_model(nc=3), train, epochs=1, batch_size=8)
+    panel.history = history
+    panel.redraw()
+    assert panel.status.value == ("出现非有限值：第 5 步，已完成 0 轮，损失 1.0000 · 第 6 步：梯度出现非有限值 inf，"
+                                  "位于 layers.0（参数 layers.0.conv.weight）；模型保留的是第 5 步的权重（已恢复）")
+
+
+def test_english_event_lines_on_the_panels_are_unchanged(tiny_shapes):
+    i18n.set_language("en")
+    train, _val = tiny_shapes
+    panel = TrainPanel(wb.build_model(nc=3), train, epochs=1, batch_size=8)
+    panel.history = _non_finite_history()
+    panel.redraw()
+    assert panel.status.value == ("non_finite: step 5, epoch 0, loss 1.0000 · step 6: non-finite gradient inf in layer "
+                                  "layers.0 (parameter layers.0.conv.weight); the model holds the weights of step 5 "
+                                  "(restored)")
+
+
+def _transfer_legend() -> list[str]:
+    """The studio's transfer column for a head that takes nothing from the source (6 classes into 3)."""
+    from foreign_models import TinyResNet
+
+    model = TinyResNet(3)
+    figure = studio_figure(layer_rows(model), report=wb.transfer(TinyResNet(6), model, dry_run=True))
+    return [t.name for t in figure.data if t.legendgroup == "col4" and t.showlegend]
+
+
+def test_the_studio_names_its_own_transfer_state_in_chinese_and_keeps_the_ledger_statuses(zh):
+    assert _transfer_legend() == ["transferred", "重新初始化"]  # "transferred" is the ledger's status, as printed

@@ -20,6 +20,7 @@ from torch import nn
 
 from .batchnorm import bn_policy
 from .heads import DFL
+from .i18n import N_, _, labels
 from .layers import numbered_layers
 from .numbers import whole_number
 from .table import Table, TableResult
@@ -306,12 +307,13 @@ class LayerRow:
 class LayerTable(TableResult, list):
     """Rows of :class:`LayerRow`; prints as text and as HTML in Jupyter (a :class:`~workbench.table.Table`)."""
 
-    HEADER = ("index", "name", "stage", "type", "params", "trainable", "bn policy")
+    HEADER = (N_("index"), N_("name"), N_("stage"), N_("type"), N_("params"), N_("trainable"), N_("bn policy"))
 
     def as_table(self) -> Table:
         rows = [{"index": r.index, "name": r.name, "stage": r.stage, "type": r.type, "params": r.params,
                  "trainable": r.trainable, "bn policy": r.bn} for r in self]
-        return Table(self.HEADER, rows, footer={"name": "total", "params": self.params, "trainable": self.trainable})
+        return Table(self.HEADER, rows, footer={"name": _("total"), "params": self.params, "trainable": self.trainable},
+                     labels=labels(self.HEADER))
 
     @property
     def params(self) -> int:

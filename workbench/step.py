@@ -40,8 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .i18n import N_
 from .layers import layer_index_of, numbered_layers
 from .monitor import GradientMonitor, NonFinite, clip_coefficient, locate_non_finite
+from .run_labels import event
+
+NON_FINITE_KINDS = {"loss": N_("loss"), "gradient": N_("gradient"), "weights": N_("weights")}  # StepFailed.kind
 
 
 class StepFailed(Exception):
@@ -213,17 +217,19 @@ def layer_in_traceback(model: nn.Module, error: BaseException) -> str | None:
 
 
 def _weights_of(step: int) -> str:
-    return "the starting weights" if step == 0 else f"the weights of step {step}"
+    return event(N_("the starting weights")) if step == 0 else event(N_("the weights of step {step}"), step=step)
 
 
 def record_non_finite(history, failed: StepFailed) -> None:
     """Record where the run blew up; the model already holds the weights of the last recorded step."""
     found = NonFinite(history.step + 1, failed.kind, failed.value, failed.layer, failed.parameter)
-    where = f" in layer {found.layer}" if found.layer else ""
-    where += f" (parameter {found.parameter})" if found.parameter else ""
+    where = event(N_(" in layer {layer}"), layer=found.layer) if found.layer else ""
+    parameter = event(N_(" (parameter {parameter})"), parameter=found.parameter) if found.parameter else ""
     history.non_finite, history.status = found, "non_finite"
-    history.events.append((history.step, f"step {found.step}: non-finite {found.kind} {found.value}{where}; "
-                                         f"the model holds {_weights_of(history.step)} (restored)"))
+    history.events.append((history.step, event(
+        N_("step {step}: non-finite {kind} {value}{where}{parameter}; the model holds {weights} (restored)"),
+        step=found.step, kind=event(NON_FINITE_KINDS[found.kind]) if found.kind in NON_FINITE_KINDS else found.kind,
+        value=found.value, where=where, parameter=parameter, weights=_weights_of(history.step))))
 
 
 def record_failure(history, model: nn.Module, error: Exception) -> None:

@@ -49,10 +49,11 @@ from .fit_checks import (
 )
 from .fit_options import Freeze, Optim, as_freeze, as_optim
 from .freezing import check_optimizer_holds, check_schedule, depth_at, set_freeze_depth
-from .i18n import _, ngettext
+from .i18n import N_, _, ngettext
 from .metrics import evaluate
 from .monitor import GradientMonitor, NonFinite
 from .optim import make_optimizer
+from .run_labels import event, metrics_text, status_label
 from .run_state import RunState, check_resume
 from .schedules import Schedule
 from .step import Snapshot, StepFailed, locate_failed_loss, record_failure, record_non_finite, step_time, train_step
@@ -121,10 +122,9 @@ class History:
 
     def __repr__(self) -> str:
         last = _(", last loss {loss:.4f}").format(loss=self.loss[-1]) if self.loss else ""
-        val = _(", ").join(_("val {metric} {value:.4f}").format(metric=k, value=v[-1]) for k, v in self.val.items()
-                           if v)
+        val = metrics_text(self.val, digits=4)
         return _("History({status}: {steps} steps, {epochs}{last}{val})").format(
-            status=self.status, steps=self.step, epochs=self._epochs_text(), last=last,
+            status=status_label(self.status), steps=self.step, epochs=self._epochs_text(), last=last,
             val=_(", ") + val if val else "")
 
     def _epochs_text(self) -> str:
@@ -248,8 +248,9 @@ def _follow_freeze(loop: _Loop, history: History, epoch: int) -> None:
     wanted = loop.freeze(epoch, history.step)
     if wanted is not None and wanted != loop.depth:
         set_freeze_depth(loop.model, wanted, bn=loop.freeze_bn)
-        was = "" if loop.depth is None else f" (was {loop.depth})"
-        text = f"step {history.step + 1} (epoch {epoch + 1}): freeze depth {wanted}{was}"  # steps counted from 1
+        was = "" if loop.depth is None else event(N_(" (was {depth})"), depth=loop.depth)
+        text = event(N_("step {step} (epoch {epoch}): freeze depth {depth}{was}"), step=history.step + 1,
+                     epoch=epoch + 1, depth=wanted, was=was)  # steps counted from 1
         history.events.append((history.step, text))
         loop.depth = wanted
     if loop.depth is not None:
@@ -365,7 +366,7 @@ def _train(loop: _Loop, history: History, stop_asked: Callable[[], bool], *, pro
         history.status = "completed"
     except KeyboardInterrupt:
         history.status = "interrupted"
-        history.events.append((history.step, f"interrupted after step {history.step}"))
+        history.events.append((history.step, event(N_("interrupted after step {step}"), step=history.step)))
     except StepFailed as failed:
         record_non_finite(history, failed)
     except Exception as error:

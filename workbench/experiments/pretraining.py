@@ -369,8 +369,8 @@ class Sweep(TextResult):
                  "advantage (BN re-est.)": f"{r.feature_advantage:+.3f}"} for r in self.results]
         return str(Table(header, rows, indent=2, title="validation accuracy at the end of each run"))
 
-    def figure(self, title: str = "Pretrained against scratch over the knobs"):
-        """Final validation accuracy per setting (:func:`workbench.plots.sweep_bars`)."""
+    def figure(self, title: str | None = None):
+        """Final validation accuracy per setting (:func:`workbench.plots.sweep_bars`; its title by default)."""
         return sweep_bars(self.results, STARTS, title=title)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from ..i18n import N_, _, labels
 from ..layers import numbered_layers
 from ..plots import compare_runs
+from ..run_labels import status_label
 from ..runs import RUNS, default_build, default_source, paired_runs
 from ..table import Table
 from ..training import History
@@ -104,15 +105,15 @@ class ComparePanel(Panel, Worker):
         self.redraws += 1
         self.table.value = self._table()
         going = [n for n, h in self.histories.items() if h.status == "running"]
-        self.status.value = _("training {run}...").format(run=going[0]) if going else _("done: ") + ", ".join(
-            f"{n} {h.status}" for n, h in self.histories.items())
+        self.status.value = _("training {run}...").format(run=going[0]) if going else _("done: ") + _(", ").join(
+            f"{n} {status_label(h.status)}" for n, h in self.histories.items())
 
     def _table(self) -> str:
         rows = []
         for name, history in self.histories.items():
             accuracy = history.val.get("accuracy", [])
             model = self.models.get(name)
-            rows.append({"run": name, "status": history.status, "steps": history.step,
+            rows.append({"run": name, "status": status_label(history.status), "steps": history.step,
                          "last loss": f"{history.loss[-1]:.4f}" if history.loss else None,
                          "val accuracy": f"{accuracy[-1]:.3f}" if accuracy else None,
                          "best": f"{max(accuracy):.3f}" if accuracy else None,

@@ -89,4 +89,4 @@ def starting_model(source, train, *, model: nn.Module | None = None,
     names = getattr(weights, "pretrained_info", {}).get("classes")
     options = {"class_names": (names, list(_classes(train)))} if names and _classes(train) else {}
     report = transfer(weights, model, **options)
-    return Start(model, report, f"{what}: {report.headline}")
+    return Start(model, report, _("{source}: {headline}").format(source=what, headline=report.headline))

@@ -30,6 +30,7 @@ from ..layers import numbered_layers
 from ..monitor import snapshot, weight_drift
 from ..optim import make_optimizer, param_groups
 from ..plots.studio import history_until, layer_rows, studio_figure
+from ..run_labels import event_text, metrics_text, status_label
 from ..schedules import PROFILES, YoloSchedule
 from ..training import Batches, Freeze, History, fit, pick_device
 from .base import STYLE, Panel, Throttle, Worker, live_figure, refresh_figure
@@ -88,7 +89,7 @@ class Studio(Panel, Worker):
         slider = dict(style=STYLE, continuous_update=False)
         self.depth = widgets.IntSlider(value=depth, min=0, max=max(n_layers - 1, 0), description=_("freeze depth"),
                                        **slider)
-        self.bn = widgets.Dropdown(options=BN_POLICIES, value=bn, description="BatchNorm", style=STYLE,
+        self.bn = widgets.Dropdown(options=BN_POLICIES, value=bn, description=_("BatchNorm"), style=STYLE,
                                    layout=widgets.Layout(width="180px"))
         self.lr0 = widgets.FloatLogSlider(value=lr0, base=10, min=-4, max=0, step=0.1, description="lr0",
                                           readout_format=".4f", **slider)
@@ -256,13 +257,12 @@ class Studio(Panel, Worker):
         if history.status == "new":
             return html.escape(_("{source} · depth {depth}: press Start").format(source=self.source_text,
                                                                                   depth=self.depth.value))
-        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1])
-                        for k, v in history.val.items() if v)
+        val = metrics_text(history.val, digits=3)
         loss = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
-        last = f" · {history.events[-1][1]}" if history.events else ""
+        last = f" · {event_text(history.events[-1][1])}" if history.events else ""
         return html.escape(_("{status}: step {step}, epoch {epoch}").format(
-            status=history.status, step=history.step, epoch=history.epochs_done) + loss + (f", {val}" if val else "")
-            + last)
+            status=status_label(history.status), step=history.step, epoch=history.epochs_done) + loss
+            + (_(", ") + val if val else "") + last)
 
     def _replay_frame(self, change=None) -> None:
         """The replay moved: draw the run as it was after that many steps (not while training)."""

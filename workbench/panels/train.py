@@ -24,6 +24,7 @@ from torch import nn
 
 from ..i18n import _
 from ..plots import training_dashboard
+from ..run_labels import event_text, metrics_text, status_label
 from ..training import History, fit
 from .base import Panel, Throttle, Worker, live_figure, refresh_figure
 
@@ -97,14 +98,13 @@ class TrainPanel(Panel, Worker):
         history = self.history or History()
         refresh_figure(self.figure, training_dashboard(history))
         self.redraws += 1
-        val = ", ".join(_("val {metric} {value:.3f}").format(metric=k, value=v[-1])
-                        for k, v in history.val.items() if v)
+        val = metrics_text(history.val, digits=3)
         last = _(", loss {loss:.4f}").format(loss=history.loss[-1]) if history.loss else ""
-        events = f" · {html.escape(history.events[-1][1])}" if history.events and history.status in (
+        events = f" · {html.escape(event_text(history.events[-1][1]))}" if history.events and history.status in (
             "interrupted", "non_finite") else ""
         self.status.value = _("{status}: step {step}, epoch {epoch}").format(
-            status=history.status, step=history.step, epoch=history.epochs_done) + last + (
-            f", {val}" if val else "") + events
+            status=status_label(history.status), step=history.step, epoch=history.epochs_done) + last + (
+            _(", ") + val if val else "") + events
 
     def _failed(self, err: BaseException) -> None:
         self.status.value = _("<span style='color:#b00'>training failed: {error}</span>").format(

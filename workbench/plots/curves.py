@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from ..i18n import N_, _
+from ..run_labels import status_label
 from ..schedules import Preview
 from ..training import History
 from .grid import on, side_by_side, stacked
@@ -287,8 +288,8 @@ def training_dashboard(history: History, *, max_columns: int = 300, title: str |
                    name=_("loss"), line=dict(color="#333"))]
     index = {name: k for k, name in enumerate(history.lr)}
     for group in coinciding_curves({name: np.asarray(v, dtype=float) for name, v in history.lr.items()}):
-        values, label = history.lr[group[0]], " = ".join(group)
-        traces.append(_line(np.arange(1, len(values) + 1), values, f"lr {label}", index[group[0]], 2,
+        values, label = history.lr[group[0]], _("lr {group}").format(group=" = ".join(group))
+        traces.append(_line(np.arange(1, len(values) + 1), values, label, index[group[0]], 2,
                             meta=dict(groups=group, value="lr")))
     x, z, names = grad_matrix(history, max_columns)
     traces.append(dict(type="heatmap", x=x, y=names, z=z, colorscale="Viridis", name=_("log10 grad norm"),
@@ -296,10 +297,10 @@ def training_dashboard(history: History, *, max_columns: int = 300, title: str |
                        hovertemplate=_("step %{x}<br>%{y}<br>log10 |g| = %{z:.2f}<extra></extra>"), **on(3)))
     layout = stacked([0.3, 0.25, 0.45], gap=0.06)
     layout["yaxis"]["title"] = _("loss")
-    layout["yaxis2"].update(title="lr", rangemode="tozero", exponentformat="e")
+    layout["yaxis2"].update(title=_("lr"), rangemode="tozero", exponentformat="e")
     layout["yaxis3"].update(title=_("layer"), autorange="reversed")
     layout["xaxis3"]["title"] = _("step")
-    status = _("{status}: step {step}, epoch {epoch}").format(status=history.status, step=history.step,
-                                                              epoch=history.epochs_done)
+    status = _("{status}: step {step}, epoch {epoch}").format(status=status_label(history.status),
+                                                              step=history.step, epoch=history.epochs_done)
     layout.update(title=title or status, height=620, margin=MARGIN, legend=dict(orientation="h", y=-0.08))
     return go.Figure(traces, layout)

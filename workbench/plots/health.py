@@ -213,7 +213,7 @@ def bn_drift_bars(drift: BNDrift | Mapping[str, BNDrift], *,
     traces = []
     for k, (run, rows) in enumerate(runs.items()):
         names = [r.name for r in rows]
-        style = dict(type="bar", x=names, name=run or "BatchNorm", legendgroup=run,
+        style = dict(type="bar", x=names, name=run or _("BatchNorm"), legendgroup=run,
                      marker_color=qualitative.Plotly[k % 10])
         traces.append(dict(y=[r.mean_shift for r in rows], **style))
         traces.append(dict(y=[r.var_change for r in rows], showlegend=False, **style, **on(2)))

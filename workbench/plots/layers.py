@@ -40,7 +40,7 @@ def _tile_text(row: Row) -> str:
         shapes = _("target {shape}, not in the source").format(shape=row.shape)
     else:
         shapes = _("target {shape} &larr; source {source}").format(shape=row.shape, source=row.source_shape)
-        shapes += f" ({escape(row.source_name)})" if row.source_name != row.name else ""
+        shapes += _(" ({text})").format(text=escape(row.source_name)) if row.source_name != row.name else ""
     note = f"<br>{escape(row.note)}" if row.note else ""
     kind = _("parameter") if row.parameter else _("buffer")
     return _("<b>{name}</b><br>{status} · {kind}<br>{shapes}<br>{numel:,} values, {copied:,} copied{note}").format(
@@ -167,7 +167,7 @@ def frozen_span(rows: list[tuple[int, str, str, int, int, str]], depth: int | No
     partly, empty = sum(0 < r[3] < r[4] for r in inside), sum(r[4] == 0 for r in inside)
     notes = ([_("{n} of them partly").format(n=partly)] if partly else []) + (
         [ngettext("{n} has no parameters", "{n} have no parameters", empty).format(n=empty)] if empty else [])
-    return span + (" (" + _(", ").join(notes) + ")" if notes else "")
+    return span + (_(" ({text})").format(text=_(", ").join(notes)) if notes else "")
 
 
 def freeze_map(source: nn.Module | FreezeReport, *, title: str | None = None, depth: int | None = None) -> go.Figure:

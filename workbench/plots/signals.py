@@ -49,7 +49,9 @@ def signal_figure(rows: Sequence, *, title: str | None = None) -> go.Figure:
     high = max(positive + [1.0])  # 1 is always on the axis (the dotted line)
     bn = {r.batchnorm for r in rows}
     setting = _("with BatchNorm") if bn == {True} else _("without BatchNorm") if bn == {False} else ""
-    layout = dict(title=title or _("Std of each layer's output on one batch {setting}").format(setting=setting).strip(),
+    default = (_("Std of each layer's output on one batch {setting}").format(setting=setting) if setting
+               else _("Std of each layer's output on one batch"))
+    layout = dict(title=title or default,
                   height=380, margin=dict(l=60, r=30, t=50, b=40), xaxis=dict(title=_("layer index"), dtick=1),
                   yaxis=dict(title=_("std of the output") + (_(" (std 0 drawn at {floor:.0e})").format(floor=floor)
                                                              if zeros else ""),

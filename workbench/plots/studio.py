@@ -34,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..i18n import N_, _
 from ..layers import numbered_layers
 from ..monitor import OTHER
+from ..run_labels import metric_label, status_label
 from ..schedules import Preview
 from ..training import History
 from ..transfer import TransferReport
@@ -41,7 +42,7 @@ from .curves import coinciding_curves, colour, epoch_end_steps
 from .health import clip_value
 
 TRANSFER_COLOURS = {"transferred": "#2ca02c", "partial": "#e6b422", "adapted": "#4c78a8",
-                    "re-initialised": "#d62728"}
+                    N_("re-initialised"): "#d62728"}  # the studio's own word; the ledger's statuses stay as named
 FREEZE_COLOURS = {N_("frozen"): "#4c78a8", N_("trainable"): "#f58518", N_("no parameters"): "#d0d0d0"}
 TOP, GAP = 0.5, 0.035  # the layer rows fill the figure above TOP; step panels below, GAP apart
 STEP_PANELS = (("norm", 0.3), ("lr", 0.27), ("loss", 0.25), ("depth", 0.18))
@@ -164,7 +165,8 @@ def transfer_column(rows, labels, report: TransferReport) -> list[dict]:
     status = layer_transfer_status(report)
     summary = {s.index: s for s in report.by_layer()}
     states = [status.get(r.index) for r in rows]
-    hover = [_("layer {layer}: {state}").format(layer=r.label, state=status.get(r.index, _("no state"))) + (
+    hover = [_("layer {layer}: {state}").format(layer=r.label,
+                                                state=_(status[r.index]) if r.index in status else _("no state")) + (
         _("<br>{transferred}/{items} items, {coverage:.0f}% of parameter values copied").format(
             transferred=summary[r.index].transferred, items=summary[r.index].items,
             coverage=100 * summary[r.index].coverage) if r.index in summary else "")
@@ -239,7 +241,7 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
         for j, name in enumerate(group):
             width[name] = 1.5 + 2.5 * (len(group) - 1 - j)
             others = [g for g in group if g != name]
-            note[name] = f" (= {', '.join(others)})" if others else ""
+            note[name] = _(" (= {groups})").format(groups=_(", ").join(others)) if others else ""
     traces = []
     for k, name in enumerate(names):
         style = dict(legendgroup=f"lr {name}", xaxis="x7", yaxis="y7", mode="lines")
@@ -250,7 +252,8 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
                                line=dict(color=colour(k), dash="dash", width=width[name]), opacity=0.6, **style))
         if name in history.lr:
             y = np.asarray(history.lr[name], dtype=float)
-            traces.append(dict(type="scatter", x=_steps(len(y)), y=y, name=f"lr {name}{note[name]}",
+            recorded = _("lr {group}").format(group=name + note[name])
+            traces.append(dict(type="scatter", x=_steps(len(y)), y=y, name=recorded,
                                line=dict(color=colour(k), width=width[name]), **style))
     return traces
 
@@ -264,7 +267,7 @@ def loss_traces(history: History) -> list[dict]:
         values = history.val[key]
         ends = epoch_end_steps(history)[: len(values)]
         traces.append(dict(type="scatter", mode="lines+markers", x=np.asarray(ends), y=np.asarray(values, dtype=float),
-                           name=_("val {metric}").format(metric=key), line=dict(color="#2ca02c"), xaxis="x8",
+                           name=metric_label(key), line=dict(color="#2ca02c"), xaxis="x8",
                            yaxis="y9"))
     return traces
 
@@ -361,7 +364,8 @@ def studio_figure(rows: Sequence[LayerRow], history: History | None = None, *, r
     traces += loss_traces(history) + depth_traces(history, depth, total)
     layout = _layout(labels, report is not None, total, history.step, clip_value(history), max(len(rows) - 1, 1))
     status = _("{status}: step {step} of {total}, epoch {epoch}, depth {depth} ({bn})").format(
-        status=history.status, step=history.step, total=total, epoch=history.epochs_done, depth=depth, bn=bn)
+        status=status_label(history.status), step=history.step, total=total, epoch=history.epochs_done, depth=depth,
+        bn=bn)
     layout.update(title=title or status, height=940, margin=dict(l=70, r=40, t=50, b=40),
                   legend=dict(orientation="h", y=-0.05, font=dict(size=10)), barmode="overlay")
     return go.Figure(traces, layout, _validate=False)  # built from checked dicts; validating costs ~20 ms
