@@ -230,8 +230,9 @@ def norm_traces(history: History) -> list[dict]:
 
 STUDIO_LR_TITLE = N_("lr (log; 0 not shown)")  # a log axis has no place for the warmup's rate 0
 def lr_traces(history: History, preview: Preview | None) -> list[dict]:
-    """Every group's LR: the preview dashed, the record solid. Groups on the same curve are stacked widest first,
-    and the legend names the groups each coincides with."""
+    """Every group's LR: the preview dashed, pale and wider than the record drawn solid over it, so a preview the
+    run followed still shows at the record's edges. Groups on the same curve are stacked widest first, and the
+    legend names the groups each coincides with."""
     names = list(preview.lr) if preview is not None else []
     names += [n for n in history.lr if n not in names]
     base = {n: np.asarray(preview.lr[n] if preview is not None and n in preview.lr else history.lr[n], dtype=float)
@@ -242,20 +243,20 @@ def lr_traces(history: History, preview: Preview | None) -> list[dict]:
             width[name] = 1.5 + 2.5 * (len(group) - 1 - j)
             others = [g for g in group if g != name]
             note[name] = _(" (= {groups})").format(groups=_(", ").join(others)) if others else ""
-    traces = []
+    previews, records = [], []  # every preview below every record
     for k, name in enumerate(names):
         style = dict(legendgroup=f"lr {name}", xaxis="x7", yaxis="y7", mode="lines")
         if preview is not None and name in preview.lr:
             y = np.asarray(preview.lr[name], dtype=float)
-            traces.append(dict(type="scatter", x=_steps(len(y)), y=y,
-                               name=_("lr {group}{same} preview").format(group=name, same=note[name]),
-                               line=dict(color=colour(k), dash="dash", width=width[name]), opacity=0.6, **style))
+            previews.append(dict(type="scatter", x=_steps(len(y)), y=y,
+                                 name=_("lr {group}{same} preview").format(group=name, same=note[name]),
+                                 line=dict(color=colour(k), dash="dash", width=width[name] + 4), opacity=0.4, **style))
         if name in history.lr:
             y = np.asarray(history.lr[name], dtype=float)
             recorded = _("lr {group}").format(group=name + note[name])
-            traces.append(dict(type="scatter", x=_steps(len(y)), y=y, name=recorded,
-                               line=dict(color=colour(k), width=width[name]), **style))
-    return traces
+            records.append(dict(type="scatter", x=_steps(len(y)), y=y, name=recorded,
+                                line=dict(color=colour(k), width=width[name]), **style))
+    return previews + records
 
 
 def loss_traces(history: History) -> list[dict]:
