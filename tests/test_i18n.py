@@ -256,8 +256,8 @@ def test_run_statuses_metrics_and_lr_lines_read_in_chinese_while_the_record_stay
     assert dashboard.layout.yaxis2.title.text == "学习率"
     title, names = _studio_trace_names(history)
     assert title.startswith("训练完成：第 2/2 步，已完成 2 轮")
-    assert names == ["学习率 weight（= norm） 预览", "学习率 weight（= norm）", "学习率 norm（= weight） 预览",
-                     "学习率 norm（= weight）", "学习率 bias 预览", "学习率 bias", "验证准确率"]
+    assert names == ["学习率 weight（= norm） 预览", "学习率 norm（= weight） 预览", "学习率 bias 预览",
+                     "学习率 weight（= norm）", "学习率 norm（= weight）", "学习率 bias", "验证准确率"]
     assert frozen_span([(0, "Conv", "backbone", 10, 10, ""), (1, "ReLU", "backbone", 0, 0, ""),
                         (2, "Conv", "backbone", 5, 10, "affine")]) == (
         "第 0–2 层已冻结（其中 1 层部分冻结，1 层没有参数）")
@@ -309,8 +309,8 @@ def test_english_text_of_run_labels_lr_lines_and_tables_is_unchanged(tiny_shapes
         "completed: step 2, epoch 2", "lr", ["loss", "lr weight = norm", "lr bias", "log10 grad norm"])
     title, names = _studio_trace_names(history)
     assert title.startswith("completed: step 2 of 2, epoch 2")
-    assert names == ["lr weight (= norm) preview", "lr weight (= norm)", "lr norm (= weight) preview",
-                     "lr norm (= weight)", "lr bias preview", "lr bias", "val accuracy"]
+    assert names == ["lr weight (= norm) preview", "lr norm (= weight) preview", "lr bias preview",
+                     "lr weight (= norm)", "lr norm (= weight)", "lr bias", "val accuracy"]  # previews beneath records
     assert frozen_span([(0, "Conv", "backbone", 10, 10, ""), (1, "ReLU", "backbone", 0, 0, ""),
                         (2, "Conv", "backbone", 5, 10, "affine")]) == (
         "layers 0-2 frozen (1 of them partly, 1 has no parameters)")
