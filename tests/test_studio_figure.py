@@ -17,7 +17,7 @@ from workbench.plots.studio import (
     studio_figure,
 )
 from workbench.schedules import YoloSchedule
-from workbench.training import Batches, fit
+from workbench.training import Batches, History, fit
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +187,16 @@ def test_before_training_the_figure_previews_depth_and_lr():
     assert len(_trace(fig, "frozen").y) == 5
     assert list(_trace(fig, "slider depth (ahead)").y) == [5, 5]
     assert fig.layout.xaxis.range[1] == 12.5  # the step axis spans the run ahead
+    assert list(_trace(fig, "slider depth (ahead)").x) == [1, 12]
+
+
+def test_after_a_run_nothing_is_drawn_ahead():
+    model = build_model(nc=3)
+    names = [r.name for r in layer_rows(model)]
+    history = History(loss=[1.0] * 4, epoch=[0, 0, 1, 1], depth=[5] * 4, layer_names=names,
+                      layer_grad_norms=[[1.0] * 10] * 4, status="completed")
+    ahead = _trace(studio_figure(layer_rows(model), history, depth=5), "slider depth (ahead)")
+    assert len(ahead.x) == 0 and ahead.showlegend is False  # no stub past the last step, no legend entry for it
 
 
 def test_the_first_non_finite_layer_is_marked():

@@ -284,15 +284,16 @@ def depth_traces(history: History, depth: int, total: int) -> list[dict]:
     style = dict(xaxis="x10", yaxis="y10")
     changes = depth_changes(history)
     now = len(history.depth)
+    ahead = total > now  # steps left to run: after a run there is nothing ahead to draw
     return [dict(type="scatter", mode="lines", x=_steps(now), y=np.asarray(history.depth, dtype=float),
                  line=dict(color="#4c78a8", shape="hv"), name=_("freeze depth"), **style),
             dict(type="scatter", mode="markers+text", x=np.array([c[0] for c in changes], dtype=float),
                  y=np.array([c[1] for c in changes], dtype=float), name=_("depth changes"),
                  text=[f"{c[1]}" if c[2] is None else f"{c[2]}→{c[1]}" for c in changes], textposition="top right",
                  marker=dict(symbol="diamond", size=9, color="#4c78a8"), showlegend=False, **style),
-            dict(type="scatter", mode="lines", x=np.array([max(now, 1), max(total, now + 1)], dtype=float),
-                 y=np.array([depth, depth], dtype=float), line=dict(color="#4c78a8", dash="dot"),
-                 name=_("slider depth (ahead)"), **style)]
+            dict(type="scatter", mode="lines", x=np.array([max(now, 1), total] if ahead else [], dtype=float),
+                 y=np.array([depth, depth] if ahead else [], dtype=float), line=dict(color="#4c78a8", dash="dot"),
+                 name=_("slider depth (ahead)"), showlegend=ahead, **style)]
 
 
 def _layout(labels: list[str], transfer: bool, total: int, now: int, clip: float | None, depth_max: int) -> dict:
