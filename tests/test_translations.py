@@ -9,6 +9,7 @@ goes through the catalogue (tests/test_i18n.py), only ``zh/00_start_here.ipynb``
 """
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,41 @@ def test_links_resolve(name):
             if "://" in target:
                 continue
             assert (path.parent / target).exists(), f"zh/{name}: link {target!r} points at nothing"
+
+
+def _punctuation(ch: str) -> bool:
+    return ch == "" or unicodedata.category(ch)[0] in "PS"
+
+
+def unrendered_bold(text: str) -> list[str]:
+    """``**`` runs that CommonMark will not take as bold: beside Chinese text, ``**学习率 ×**调到`` stays literal.
+
+    A closing ``**`` right after punctuation must be followed by a space or punctuation (and an opening one
+    right before punctuation must follow them), because Chinese has no spaces to mark a word's edge.
+    """
+    text = re.sub(r"`[^`]*`", "C", text)
+    found = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        runs = list(re.finditer(r"(?<!\*)\*\*(?!\*)", paragraph))
+        for k, run in enumerate(runs):
+            before = paragraph[run.start() - 1] if run.start() else ""
+            after = paragraph[run.end()] if run.end() < len(paragraph) else ""
+            opens = not (after == "" or after.isspace()) and (
+                not _punctuation(after) or before == "" or before.isspace() or _punctuation(before))
+            closes = not (before == "" or before.isspace()) and (
+                not _punctuation(before) or after == "" or after.isspace() or _punctuation(after))
+            if not (opens if k % 2 == 0 else closes):
+                found.append(paragraph[max(0, run.start() - 15): run.end() + 15])
+    return found
+
+
+@pytest.mark.parametrize("name", ENGLISH, ids=str)
+def test_bold_renders(name):
+    for i, (kind, text) in enumerate(cells(ZH / name)):
+        if kind == "markdown":
+            assert not unrendered_bold(text), f"zh/{name}: cell {i}: ** shown literally: {unrendered_bold(text)}"
+
+
+def test_the_bold_check_catches_a_literal_pair():
+    assert unrendered_bold("把**头部学习率 ×**调到 10")
+    assert not unrendered_bold("把**头部学习率 ×** 调到 10，点**开始**。")
