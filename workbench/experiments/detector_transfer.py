@@ -14,8 +14,9 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
@@ -101,19 +102,32 @@ def detector_runs(target_names: Sequence[str] = DETECT_TARGET, recipe: Recipe = 
     reg_max = detect_head(source).reg_max  # the target's head takes the source's box branch whole
     train = shape_scenes(n_scenes, list(target_names), seed=seed + 1)
     val = shape_scenes(val_scenes, list(target_names), seed=seed + 10_001)
+    build = partial(build_model, getattr(source, "scale", "n"), "detect", nc=len(target_names), reg_max=reg_max)
+    report, scores, histories, _models = transferred_and_scratch(source, build, train, val, recipe, names=names,
+                                                                 seed=seed)
+    return DetectorRuns(tuple(target_names), n_scenes, recipe.epochs, report, scores, histories["pretrained"].step)
+
+
+def transferred_and_scratch(source, build: Callable[[], nn.Module], train, val, recipe: Recipe, *,
+                            names: tuple[list[str], list[str]] | None = None, seed: int = 0):
+    """Fine-tune ``build()`` twice on ``train``: with ``source``'s weights (class rows by ``names``) and fresh.
+
+    Both runs go through :func:`workbench.runs.run_all` with ``recipe`` and ``seed`` and are scored by
+    mAP@0.5 on ``val``. Returns ``(the transfer report, {run: mAP50}, {run: History}, {run: model})``
+    for the runs ``"pretrained"`` and ``"scratch"``.
+    """
     reports: dict[str, TransferReport] = {}
 
     def start(transferred: bool):
-        def build() -> nn.Module:
-            model = build_model(getattr(source, "scale", "n"), "detect", nc=len(target_names), reg_max=reg_max)
+        def built() -> nn.Module:
+            model = build()
             if transferred:
                 reports["pretrained"] = transfer(source, model, class_names=names)
             return model
-        return build
+        return built
 
     models: dict[str, nn.Module] = {}
     histories = run_all([Run("pretrained", start(True)), Run("scratch", start(False))], train, seed=seed,
                         models=models, **recipe.fit_options())
     scores = {name: evaluate(model, Batches(val, 64, shuffle=False))["mAP50"] for name, model in models.items()}
-    return DetectorRuns(tuple(target_names), n_scenes, recipe.epochs, reports["pretrained"], scores,
-                        histories["pretrained"].step)
+    return reports["pretrained"], scores, histories, models

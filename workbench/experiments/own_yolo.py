@@ -12,6 +12,7 @@
   Ultralytics' names.
 
 Example:
+    >>> from workbench import transfer
     >>> from workbench.manifests import manifest_model
     >>> report = transfer(manifest_model("yolo11n"), manifest_model("yolo11n", nc=3), dry_run=True)
     >>> {part: len(rows) for part, rows in class_branch(report).items()}, ultralytics_84_count(report)
@@ -24,6 +25,7 @@ import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,14 +34,13 @@ from torch import nn
 from ..checkpoints import pretrained_path, read_metadata
 from ..export import export_ultralytics
 from ..folders import load_yolo_folder, write_yolo_folder
-from ..metrics import evaluate
 from ..models import build_model
-from ..runs import Run, run_all
 from ..scenes import DetectionSet, shape_scenes
 from ..table import Table, TextResult
-from ..training import Batches, History
-from ..transfer import TransferReport, transfer
+from ..training import History
+from ..transfer import TransferReport
 from ..yolo_checkpoints import MODEL_KEYS, InertRecord, unpickle_inert
+from .detector_transfer import transferred_and_scratch
 from .recipe import Recipe
 
 SHIPPED = "shapes_yolov8n"  # the shipped Ultralytics-format checkpoint (workbench/weights/shapes_yolov8n.pt)
@@ -203,21 +204,10 @@ def own_yolo(target: FolderTarget = FolderTarget(), recipe: Recipe = OWN_YOLO_RE
     data_yaml = target.write(root / "shapes3", seed=seed) if data_yaml is None else Path(data_yaml)
     train, val = target.load(data_yaml)
     names = (list(source_names), list(train.classes)) if source_names else None
-    reports: dict[str, TransferReport] = {}
-
-    def start(transferred: bool):
-        def build() -> nn.Module:
-            model = build_model(scale, "detect", nc=len(train.classes))
-            if transferred:
-                reports["pretrained"] = transfer(path, model, class_names=names)
-            return model
-        return build
-
-    models: dict[str, nn.Module] = {}
-    histories = run_all([Run("pretrained", start(True)), Run("scratch", start(False))], train, seed=seed,
-                        models=models, **recipe.fit_options())
-    scores = {name: evaluate(model, Batches(val, 64, shuffle=False))["mAP50"] for name, model in models.items()}
+    build = partial(build_model, scale, "detect", nc=len(train.classes))
+    report, scores, histories, models = transferred_and_scratch(path, build, train, val, recipe, names=names,
+                                                                seed=seed)
     exported = export_ultralytics(models["pretrained"], root / "finetuned.safetensors", names=list(train.classes),
                                   overwrite=True)
-    return OwnYolo(path, source_names, target, recipe.epochs, reports["pretrained"], scores, data_yaml, exported,
+    return OwnYolo(path, source_names, target, recipe.epochs, report, scores, data_yaml, exported,
                    histories, models)
