@@ -236,6 +236,17 @@ def test_warmup_panel_scrubs_every_group_and_matches_the_schedule():
     assert panel.figure.layout.shapes[0].x1 == 50
 
 
+@pytest.mark.parametrize("profile, last_warming", [("yolov5", 150), ("ultralytics", 149)])
+def test_warmup_panel_names_the_phase_by_the_profile_rule(profile, last_warming):
+    """yolov5 warms while ni <= nw, ultralytics (8.4.103-8.4.182) while ni < nw: the readout says which."""
+    panel = WarmupPanel(build_model(nc=3), epochs=10, nb=50, profile=profile)
+    assert panel.preview.warmup == 150
+    panel.iteration.value = last_warming
+    assert "warming up" in panel.table.value
+    panel.iteration.value = last_warming + 1
+    assert "after warmup" in panel.table.value
+
+
 def test_warmup_panel_explains_a_run_too_short_for_yolov5_and_overlays_a_history(small_shapes):
     panel = WarmupPanel(build_model(nc=3), epochs=4, nb=50)
     lines = [list(t.y) for t in panel.figure.data]
