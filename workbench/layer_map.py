@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 from .checkpoints import STATE_DICT_KEYS, load_weights
+from .i18n import N_
 from .layers import numbered_layers
+from .run_labels import event
 
 _NUMBERED = re.compile(r"^((?:layers|model)\.\d+)\.")
 
@@ -112,7 +114,8 @@ def align_layout(src: dict, src_prefixes: dict[int, str], dst_prefixes: dict[int
         if i is None or not key.startswith(src_prefixes[i] + "."):
             return src, src_prefixes, ""
         renamed[f"{want}.{i}{key[len(src_prefixes[i]):]}"] = entry
-    note = f"source layout: {_layout_name(have, src)} ({have}.{{i}} → {want}.{{i}})"
+    note = event(N_("source layout: {name} ({have}.{{i}} → {want}.{{i}})"), name=_layout_name(have, src), have=have,
+                 want=want)
     return renamed, {i: f"{want}.{i}" for i in src_prefixes}, note
 
 

@@ -20,6 +20,7 @@ from html import escape
 from typing import NamedTuple
 
 from .i18n import N_, _, gloss, labels
+from .run_labels import event_text
 from .table import Table
 
 STATUSES = ("transferred", "partial", "adapted", "shape_mismatch", "missing_in_source", "unused")
@@ -146,10 +147,8 @@ class TransferReport:
         note = gloss("  (Ultralytics' own log line, kept as printed: of all the state_dict entries of the new model, "
                      "parameters and BatchNorm buffers alike, those whose name and shape matched and were copied)")
         lines += [note] if note else []
-        if self.layout:  # "source layout: Ultralytics (model.{i} → layers.{i})": the label read, the names as they are
-            label, _colon, what = self.layout.partition(": ")
-            label = _(N_("source layout")) if label == "source layout" else label
-            lines.append("  " + _("{label}: {what}").format(label=label, what=what))
+        if self.layout:
+            lines.append(f"  {event_text(self.layout)}")
         if c["adapted"]:
             lines.append(_("  plus {n} adapted to other input channels (not counted above)").format(n=c["adapted"]))
         if c["partial"]:
