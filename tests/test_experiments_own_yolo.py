@@ -1,6 +1,7 @@
 """Lesson 7 experiments: an Ultralytics checkpoint opened safely, its ledger, a YOLO folder, fine-tuning, export."""
 import pytest
 import torch
+from ultralytics_log import load_messages
 
 import workbench as wb
 from workbench.checkpoints import CheckpointError, inspect_checkpoint, read_metadata
@@ -53,22 +54,11 @@ def test_the_mismatches_are_the_class_branch_and_8_4_rebuilds_its_hidden_convs(n
 
 
 def test_ultralytics_8_4_prints_that_count_for_yolov8n(tasks):
-    import logging.handlers
-
-    from ultralytics.utils import LOGGER
-
     source, target = (tasks.DetectionModel("yolov8n.yaml", nc=nc, verbose=False) for nc in (80, 3))
-    handler, level = logging.handlers.BufferingHandler(100), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
-    try:
-        target.load(source, verbose=True)
-    finally:
-        LOGGER.removeHandler(handler)
-        LOGGER.setLevel(level)
+    messages = load_messages(target, source)
     report = wb.transfer(manifest_model("yolov8n"), manifest_model("yolov8n", nc=3), dry_run=True)
     count = own_yolo.ultralytics_84_count(report)
-    assert f"Transferred {count}/355 items from pretrained weights" in [r.getMessage() for r in handler.buffer]
+    assert f"Transferred {count}/355 items from pretrained weights" in messages
 
 
 def test_the_folder_round_trip_keeps_the_scenes(tmp_path):

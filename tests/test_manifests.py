@@ -7,11 +7,11 @@ file with ``PYTHONPATH=build/ultralytics`` and ``WB_REQUIRE_ULTRALYTICS=1`` (fai
 """
 import importlib.util
 import json
-import logging.handlers
 from pathlib import Path
 
 import pytest
 import torch
+from ultralytics_log import load_messages
 
 import workbench as wb
 from workbench.manifests import ARCHITECTURES, manifest_model, manifest_state, read_manifest
@@ -146,17 +146,7 @@ def test_ultralytics_own_load_rebuilds_the_class_branch_before_counting(tasks):
     """Ultralytics' ``DetectionModel.load`` (8.4.x) rebuilds the target's class branch at the source's width when the
     necks match, then counts with intersect_dicts: it prints 493/499 for yolo11n 80 -> 3, where name-and-shape
     matching (intersect_dicts alone, the workbench's rule) gives 448/499."""
-    from ultralytics.utils import LOGGER
-
     make = make_manifests()
     source, target = make.build("yolo11n", 80), make.build("yolo11n", 3)
-    handler, level = logging.handlers.BufferingHandler(100), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
-    try:
-        target.load(source, verbose=True)
-    finally:
-        LOGGER.removeHandler(handler)
-        LOGGER.setLevel(level)
-    assert "Transferred 493/499 items from pretrained weights" in [r.getMessage() for r in handler.buffer]
+    assert "Transferred 493/499 items from pretrained weights" in load_messages(target, source)
     assert (target.state_dict()["model.23.cv3.0.0.1.conv.weight"].shape[0], len(target.state_dict())) == (80, 499)
