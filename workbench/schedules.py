@@ -203,22 +203,22 @@ class YoloSchedule(Schedule):
             return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (self.lrf - 1) + 1
         return max(1 - epoch / epochs, 0) * (1.0 - self.lrf) + self.lrf
 
-    def _last_warmup(self, nb: int, epochs: int) -> int:
-        """The last iteration of warmup (-1: no warmup)."""
+    def last_warmup(self, nb: int, epochs: int) -> int:
+        """The last iteration of warmup (-1: none): ``nw`` for ``"yolov5"`` (``ni <= nw``), else ``nw - 1``."""
         nw = self.warmup_iterations(nb, epochs)
         return nw if self.profile == "yolov5" else nw - 1
 
     def check(self, nb: int, epochs: int) -> None:
         _check_run(nb, epochs)
         nw, n = self.warmup_iterations(nb, epochs), nb * epochs
-        if self._last_warmup(nb, epochs) >= n:
+        if self.last_warmup(nb, epochs) >= n:
             raise ValueError(f"the 'yolov5' profile warms up for nw = max(round({self.warmup_epochs} * {nb}), 100) "
                              f"= {nw} iterations, but the run has only {n} ({epochs} epochs x {nb} batches), so "
                              f"the LR would never reach lr0: train at least {nw + 1} iterations, or use "
                              f"profile='ultralytics' (no 100-iteration floor, warmup shorter than the run)")
 
     def lr_at(self, ni: int, lr0: float, tag: str, nb: int, epochs: int) -> float:
-        last = self._last_warmup(nb, epochs)
+        last = self.last_warmup(nb, epochs)
         if ni > last >= 0 and ni // nb == last // nb:
             ni = last  # the last warmup value holds until the scheduler's next step
         epoch = ni // nb
@@ -228,7 +228,7 @@ class YoloSchedule(Schedule):
         return float(np.interp(ni, [0, self.warmup_iterations(nb, epochs)], [start, lr0 * self.lf(epoch, epochs)]))
 
     def momentum_at(self, ni: int, nb: int, epochs: int) -> float:
-        last = self._last_warmup(nb, epochs)
+        last = self.last_warmup(nb, epochs)
         if last < 0:
             return self.momentum
         xi = [0, self.warmup_iterations(nb, epochs)]

@@ -126,8 +126,7 @@ class WarmupPanel(Panel):
 
     def _table(self, i: int) -> str:
         preview, nb = self.preview, self.nb.value
-        last = preview.warmup if self.profile.value == "yolov5" else preview.warmup - 1  # yolov5 warms while ni <= nw
-        phase = _("warming up") if preview.warmup and i <= last else _("after warmup")
+        phase = _("warming up") if i <= self.schedule().last_warmup(nb, self.epochs.value) else _("after warmup")
         where = _("epoch {epoch} of {epochs}, batch {batch} of {nb}").format(  # counted from 1
             epoch=i // nb + 1, epochs=self.epochs.value, batch=i % nb + 1, nb=nb)
         head = _("<b>iteration {i}</b> ({where}): {phase} (warmup: {warmup} iterations)").format(
